@@ -1,0 +1,51 @@
+# trunkvip: the commands the README gives. `make test` is what CI runs.
+SHELL := /bin/bash
+CARGO ?= cargo
+FUZZ_SECONDS ?= 60
+
+.PHONY: all build test lint unit deps fuzz fuzz-deps bench bench-parse clean
+
+all: build
+
+build:
+	$(CARGO) build --release --workspace
+
+# Everything CI checks: formatting, clippy, every test of the workspace.
+test: deps lint unit
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace
+
+# What the tests need from Debian, installed once (CI runs as root).
+DEBS :=
+deps:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# Coverage-guided fuzzing of the datagram parser and the stream decoder,
+# FUZZ_SECONDS each (nightly toolchain and cargo-fuzz from crates.io).
+fuzz-deps:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	@rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
+
+fuzz: fuzz-deps
+	cd crates/sip/fuzz && for t in datagram stream; do \
+	  mkdir -p corpus/$$t && \
+	  $(CARGO) +nightly fuzz run $$t corpus/$$t corpus/seed-$$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=70000 || exit 1; \
+	done
+
+# Criterion: our parser and editor against rsip on the same messages.
+bench-parse:
+	$(CARGO) bench -p trunkvip-sip --bench parse
+
+bench: bench-parse
+
+clean:
+	$(CARGO) clean

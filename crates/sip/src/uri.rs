@@ -1,0 +1,431 @@
+//! SIP, SIPS and tel URIs; any other scheme is carried through as opaque.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::grammar::{
+    is_host_char, is_password_char, is_uri_header_char, is_user_char, parse_decimal,
+};
+use crate::params::{ParamKind, Params};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    Sip,
+    Sips,
+    Tel,
+    /// Any other scheme: the URI is kept whole and never interpreted.
+    Other,
+}
+
+/// The host part of a URI or a Via sent-by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Host<'a> {
+    Domain(&'a [u8]),
+    V4(Ipv4Addr),
+    V6(Ipv6Addr),
+}
+
+impl Host<'_> {
+    pub fn ip(&self) -> Option<IpAddr> {
+        match *self {
+            Host::V4(a) => Some(IpAddr::V4(a)),
+            Host::V6(a) => Some(IpAddr::V6(a)),
+            Host::Domain(_) => None,
+        }
+    }
+
+    /// Case-insensitive for names, by value for addresses.
+    pub fn matches(&self, other: &Host<'_>) -> bool {
+        match (self, other) {
+            (Host::Domain(a), Host::Domain(b)) => a.eq_ignore_ascii_case(b),
+            _ => self.ip().is_some() && self.ip() == other.ip(),
+        }
+    }
+}
+
+impl fmt::Display for Host<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Domain(d) => f.write_str(&String::from_utf8_lossy(d)),
+            Host::V4(a) => write!(f, "{a}"),
+            Host::V6(a) => write!(f, "[{a}]"),
+        }
+    }
+}
+
+/// Parses `hostname / IPv4address / IPv6reference`. The whole input must be
+/// the host.
+pub fn parse_host(s: &[u8]) -> Option<Host<'_>> {
+    match s.first()? {
+        b'[' => {
+            let inner = s.strip_prefix(b"[")?.strip_suffix(b"]")?;
+            let text = std::str::from_utf8(inner).ok()?;
+            text.parse::<Ipv6Addr>().ok().map(Host::V6)
+        }
+        _ => {
+            if !s.iter().all(|&c| is_host_char(c)) {
+                return None;
+            }
+            if s.iter().all(|&c| c.is_ascii_digit() || c == b'.') {
+                // All digits and dots is an IPv4 address or nothing: a top
+                // label must start with a letter.
+                let text = std::str::from_utf8(s).ok()?;
+                return text.parse::<Ipv4Addr>().ok().map(Host::V4);
+            }
+            let labels_ok = s
+                .split(|&c| c == b'.')
+                .enumerate()
+                .all(|(n, l)| !l.is_empty() || n > 0 && s.ends_with(b"."));
+            labels_ok.then_some(Host::Domain(s))
+        }
+    }
+}
+
+/// Splits `host[:port]`, IPv6 references included.
+pub(crate) fn split_hostport(s: &[u8]) -> Option<(Host<'_>, Option<u16>)> {
+    let (host, port) = if s.first() == Some(&b'[') {
+        let close = s.iter().position(|&c| c == b']')?;
+        let (h, rest) = s.split_at(close + 1);
+        match rest {
+            [] => (h, None),
+            [b':', p @ ..] => (h, Some(p)),
+            _ => return None,
+        }
+    } else {
+        match s.iter().position(|&c| c == b':') {
+            Some(n) => (&s[..n], Some(&s[n + 1..])),
+            None => (s, None),
+        }
+    };
+    let host = parse_host(host)?;
+    let port = match port {
+        Some(p) => Some(u16::try_from(parse_decimal(p, 65535)?).ok()?),
+        None => None,
+    };
+    Some((host, port))
+}
+
+/// A parsed URI, all parts views into the message.
+#[derive(Clone, Copy, Debug)]
+pub struct Uri<'a> {
+    pub scheme: Scheme,
+    /// The URI exactly as written.
+    pub raw: &'a [u8],
+    pub user: Option<&'a [u8]>,
+    pub password: Option<&'a [u8]>,
+    /// `None` for tel and opaque schemes.
+    pub host: Option<Host<'a>>,
+    pub port: Option<u16>,
+    pub params: Params<'a>,
+    /// Text after `?`, escaped as written.
+    pub headers: Option<&'a [u8]>,
+}
+
+/// Why a URI was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UriError;
+
+impl<'a> Uri<'a> {
+    /// Parses a whole URI (no surrounding `<>` or white space).
+    pub fn parse(raw: &'a [u8]) -> Result<Uri<'a>, UriError> {
+        let colon = raw.iter().position(|&c| c == b':').ok_or(UriError)?;
+        let (scheme_text, rest) = (&raw[..colon], &raw[colon + 1..]);
+        let valid_scheme = scheme_text.first().is_some_and(u8::is_ascii_alphabetic)
+            && scheme_text
+                .iter()
+                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'));
+        if !valid_scheme || rest.is_empty() {
+            return Err(UriError);
+        }
+        let scheme = if scheme_text.eq_ignore_ascii_case(b"sip") {
+            Scheme::Sip
+        } else if scheme_text.eq_ignore_ascii_case(b"sips") {
+            Scheme::Sips
+        } else if scheme_text.eq_ignore_ascii_case(b"tel") {
+            Scheme::Tel
+        } else {
+            Scheme::Other
+        };
+        let opaque = |scheme| {
+            // Opaque URIs still may not hold white space or brackets.
+            if rest
+                .iter()
+                .any(|&c| c <= b' ' || matches!(c, b'<' | b'>' | b'"') || c >= 0x7f)
+            {
+                return Err(UriError);
+            }
+            Ok(Uri {
+                scheme,
+                raw,
+                user: None,
+                password: None,
+                host: None,
+                port: None,
+                params: Params::empty(ParamKind::Uri),
+                headers: None,
+            })
+        };
+        match scheme {
+            Scheme::Sip | Scheme::Sips => Self::parse_sip(raw, scheme, rest),
+            Scheme::Tel => {
+                let mut uri = opaque(Scheme::Tel)?;
+                let semi = rest.iter().position(|&c| c == b';').unwrap_or(rest.len());
+                uri.user = Some(&rest[..semi]);
+                let (left, params) =
+                    Params::parse(&rest[semi..], ParamKind::Uri).map_err(|_| UriError)?;
+                if !left.is_empty() {
+                    return Err(UriError);
+                }
+                uri.params = params;
+                Ok(uri)
+            }
+            Scheme::Other => opaque(Scheme::Other),
+        }
+    }
+
+    fn parse_sip(raw: &'a [u8], scheme: Scheme, rest: &'a [u8]) -> Result<Uri<'a>, UriError> {
+        // `@` cannot appear unescaped after the userinfo, so the first one
+        // ends it even when the user part holds `;`, `?` or `:`.
+        let (user, password, hostpart) = match rest.iter().position(|&c| c == b'@') {
+            Some(at) => {
+                let info = &rest[..at];
+                let (user, password) = match info.iter().position(|&c| c == b':') {
+                    Some(c) => (&info[..c], Some(&info[c + 1..])),
+                    None => (info, None),
+                };
+                if user.is_empty() || !user.iter().all(|&c| is_user_char(c)) {
+                    return Err(UriError);
+                }
+                if let Some(p) = password {
+                    if !p.iter().all(|&c| is_password_char(c)) {
+                        return Err(UriError);
+                    }
+                }
+                check_escapes(info)?;
+                (Some(user), password, &rest[at + 1..])
+            }
+            None => (None, None, rest),
+        };
+        let end_of_hostport = if hostpart.first() == Some(&b'[') {
+            let close = hostpart.iter().position(|&c| c == b']').ok_or(UriError)?;
+            close
+                + hostpart[close..]
+                    .iter()
+                    .position(|&c| c == b';' || c == b'?')
+                    .unwrap_or(hostpart.len() - close)
+        } else {
+            hostpart
+                .iter()
+                .position(|&c| c == b';' || c == b'?')
+                .unwrap_or(hostpart.len())
+        };
+        let (host, port) = split_hostport(&hostpart[..end_of_hostport]).ok_or(UriError)?;
+        let (after, params) =
+            Params::parse(&hostpart[end_of_hostport..], ParamKind::Uri).map_err(|_| UriError)?;
+        check_escapes(params.as_bytes())?;
+        let headers = match after {
+            [] => None,
+            [b'?', h @ ..] => {
+                if h.is_empty()
+                    || !h
+                        .iter()
+                        .all(|&c| is_uri_header_char(c) || c == b'&' || c == b'=')
+                {
+                    return Err(UriError);
+                }
+                check_escapes(h)?;
+                Some(h)
+            }
+            _ => return Err(UriError),
+        };
+        Ok(Uri {
+            scheme,
+            raw,
+            user,
+            password,
+            host: Some(host),
+            port,
+            params,
+            headers,
+        })
+    }
+
+    pub fn is_sip(&self) -> bool {
+        matches!(self.scheme, Scheme::Sip | Scheme::Sips)
+    }
+
+    pub fn param(&self, name: &[u8]) -> Option<Option<&'a [u8]>> {
+        self.params.get(name)
+    }
+
+    /// The `transport` parameter, lower-cased comparison left to the caller.
+    pub fn transport(&self) -> Option<&'a [u8]> {
+        self.params.get(b"transport").flatten()
+    }
+
+    pub fn maddr(&self) -> Option<&'a [u8]> {
+        self.params.get(b"maddr").flatten()
+    }
+
+    pub fn has_lr(&self) -> bool {
+        self.params.contains(b"lr")
+    }
+
+    /// URI equivalence as RFC 3261 section 19.1.4 defines it for SIP and
+    /// SIPS URIs: escapes decoded, host case-insensitive, the parameters
+    /// `user`, `ttl`, `method`, `maddr` and `transport` must agree when
+    /// either side has them, others only when both do; headers compared.
+    pub fn equivalent(&self, other: &Uri<'_>) -> bool {
+        if self.scheme != other.scheme {
+            return false;
+        }
+        if !self.is_sip() {
+            return self.raw.eq_ignore_ascii_case(other.raw);
+        }
+        let eq_opt = |a: Option<&[u8]>, b: Option<&[u8]>, ci: bool| match (a, b) {
+            (None, None) => true,
+            (Some(a), Some(b)) => unescaped_eq(a, b, ci),
+            _ => false,
+        };
+        if !eq_opt(self.user, other.user, false) || !eq_opt(self.password, other.password, false) {
+            return false;
+        }
+        match (self.host, other.host) {
+            (Some(a), Some(b)) if a.matches(&b) => {}
+            _ => return false,
+        }
+        if self.port != other.port {
+            return false;
+        }
+        for (a, b) in [(self, other), (other, self)] {
+            for p in a.params.iter() {
+                let mine = p.value;
+                let special = [&b"user"[..], b"ttl", b"method", b"maddr", b"transport"]
+                    .iter()
+                    .any(|s| s.eq_ignore_ascii_case(p.name));
+                match b.params.get(p.name) {
+                    Some(theirs) if !eq_opt(mine, theirs, true) => return false,
+                    None if special => return false,
+                    _ => {}
+                }
+            }
+        }
+        eq_opt(self.headers, other.headers, true)
+    }
+}
+
+fn check_escapes(s: &[u8]) -> Result<(), UriError> {
+    let mut n = 0;
+    while n < s.len() {
+        if s[n] == b'%' {
+            let ok =
+                s.len() > n + 2 && s[n + 1].is_ascii_hexdigit() && s[n + 2].is_ascii_hexdigit();
+            if !ok {
+                return Err(UriError);
+            }
+            n += 3;
+        } else {
+            n += 1;
+        }
+    }
+    Ok(())
+}
+
+fn unescape_iter(s: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    let mut n = 0;
+    std::iter::from_fn(move || {
+        let c = *s.get(n)?;
+        if c == b'%' && n + 2 < s.len() {
+            let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+            if let (Some(h), Some(l)) = (hex(s[n + 1]), hex(s[n + 2])) {
+                n += 3;
+                return Some(h << 4 | l);
+            }
+        }
+        n += 1;
+        Some(c)
+    })
+}
+
+fn unescaped_eq(a: &[u8], b: &[u8], case_insensitive: bool) -> bool {
+    let mut x = unescape_iter(a);
+    let mut y = unescape_iter(b);
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return true,
+            (Some(p), Some(q)) => {
+                let same = if case_insensitive {
+                    p.eq_ignore_ascii_case(&q)
+                } else {
+                    p == q
+                };
+                if !same {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip_uri_parts() {
+        let u = Uri::parse(b"sip:alice:pw@[2001:db8::5]:5070;transport=tcp;lr?subject=x").unwrap();
+        assert_eq!(u.scheme, Scheme::Sip);
+        assert_eq!(u.user, Some(&b"alice"[..]));
+        assert_eq!(u.password, Some(&b"pw"[..]));
+        assert_eq!(u.host, Some(Host::V6("2001:db8::5".parse().unwrap())));
+        assert_eq!(u.port, Some(5070));
+        assert_eq!(u.transport(), Some(&b"tcp"[..]));
+        assert!(u.has_lr());
+        assert_eq!(u.headers, Some(&b"subject=x"[..]));
+    }
+
+    #[test]
+    fn user_part_may_hold_semicolons() {
+        let u = Uri::parse(b"sip:user;par=u%40example.net@example.com").unwrap();
+        assert_eq!(u.user, Some(&b"user;par=u%40example.net"[..]));
+        assert_eq!(u.host, Some(Host::Domain(b"example.com")));
+        assert!(u.params.is_empty());
+    }
+
+    #[test]
+    fn refused_uris() {
+        for bad in [
+            &b"<sip:user@example.com>"[..],
+            b"sip:user@example.com; lr",
+            b"sip:",
+            b"sip:user@host:99999",
+            b"sip:user@256.1.1.1",
+            b"sip:us%zzer@host",
+            b"1sip:host",
+        ] {
+            assert!(Uri::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn opaque_and_tel() {
+        let u = Uri::parse(b"soap.beep://192.0.2.103:3002").unwrap();
+        assert_eq!(u.scheme, Scheme::Other);
+        let t = Uri::parse(b"tel:+1-201-555-0123;phone-context=example.com").unwrap();
+        assert_eq!(t.scheme, Scheme::Tel);
+        assert_eq!(t.user, Some(&b"+1-201-555-0123"[..]));
+        assert!(t.params.contains(b"phone-context"));
+    }
+
+    #[test]
+    fn equivalence_decodes_escapes() {
+        let a = Uri::parse(b"sip:%75se%72@example.com").unwrap();
+        let b = Uri::parse(b"sip:user@EXAMPLE.com").unwrap();
+        assert!(a.equivalent(&b));
+        let c = Uri::parse(b"sip:user@example.com;transport=tcp").unwrap();
+        assert!(!b.equivalent(&c));
+        let d = Uri::parse(b"sip:user@example.com;foo=bar").unwrap();
+        assert!(b.equivalent(&d));
+    }
+}

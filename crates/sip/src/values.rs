@@ -1,0 +1,279 @@
+//! Typed header values: Via, name-addr (From, To, Contact, Route,
+//! Record-Route), CSeq. Each is a set of views into the message.
+
+use nom::bytes::complete::take_while1;
+
+use crate::grammar::{
+    is_host_char, is_token, is_ws, lws, parse_decimal, quoted_string, token, trim,
+};
+use crate::method::Method;
+use crate::params::{ParamKind, Params};
+use crate::uri::{split_hostport, Host, Uri, UriError};
+
+/// The cookie that marks an RFC 3261 branch.
+pub const BRANCH_COOKIE: &[u8] = b"z9hG4bK";
+
+/// One Via value.
+#[derive(Clone, Copy, Debug)]
+pub struct Via<'a> {
+    /// The whole value as written.
+    pub raw: &'a [u8],
+    pub protocol_name: &'a [u8],
+    pub protocol_version: &'a [u8],
+    pub transport: &'a [u8],
+    pub host: Host<'a>,
+    pub port: Option<u16>,
+    /// The host and port as written (`sent-by`).
+    pub sent_by: &'a [u8],
+    pub params: Params<'a>,
+}
+
+impl<'a> Via<'a> {
+    pub fn parse(raw: &'a [u8]) -> Option<Via<'a>> {
+        let slash = |i| -> Option<&[u8]> {
+            let (i, _) = lws(i).ok()?;
+            let i = i.strip_prefix(b"/")?;
+            lws(i).ok().map(|(i, _)| i)
+        };
+        let (i, _) = lws(raw).ok()?;
+        let (i, name) = token(i).ok()?;
+        let i = slash(i)?;
+        let (i, version) = token(i).ok()?;
+        let i = slash(i)?;
+        let (i, transport) = token(i).ok()?;
+        let (i, ws) = lws(i).ok()?;
+        if ws.is_empty() {
+            return None;
+        }
+        let hostport_pred = |c: u8| is_host_char(c) || matches!(c, b':' | b'[' | b']');
+        let (i, sent_by) = take_while1::<_, _, nom::error::Error<&[u8]>>(hostport_pred)(i).ok()?;
+        // LWS may also surround the colon of sent-by; it is rare enough to
+        // allow only the compact form plus an optional port after spaces.
+        let (host, port) = split_hostport(sent_by)?;
+        let (rest, params) = Params::parse(i, ParamKind::Header).ok()?;
+        if !trim(rest).is_empty() {
+            return None;
+        }
+        Some(Via {
+            raw,
+            protocol_name: name,
+            protocol_version: version,
+            transport,
+            host,
+            port,
+            sent_by,
+            params,
+        })
+    }
+
+    pub fn branch(&self) -> Option<&'a [u8]> {
+        self.params.get(b"branch").flatten()
+    }
+
+    /// True when the branch carries the RFC 3261 magic cookie (and more).
+    pub fn has_rfc3261_branch(&self) -> bool {
+        self.branch()
+            .is_some_and(|b| b.len() > BRANCH_COOKIE.len() && b.starts_with(BRANCH_COOKIE))
+    }
+
+    pub fn received(&self) -> Option<&'a [u8]> {
+        self.params.get(b"received").flatten()
+    }
+
+    /// `None`: no rport; `Some(None)`: rport asked for; `Some(Some(p))`: filled.
+    pub fn rport(&self) -> Option<Option<u16>> {
+        self.params
+            .get(b"rport")
+            .map(|v| v.and_then(|p| parse_decimal(p, 65535).map(|p| p as u16)))
+    }
+
+    pub fn maddr(&self) -> Option<&'a [u8]> {
+        self.params.get(b"maddr").flatten()
+    }
+
+    pub fn is_transport(&self, t: &str) -> bool {
+        self.transport.eq_ignore_ascii_case(t.as_bytes())
+    }
+}
+
+/// A name-addr or addr-spec with its header parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct NameAddr<'a> {
+    pub raw: &'a [u8],
+    /// The display name as written (quotes kept), if any.
+    pub display: Option<&'a [u8]>,
+    /// The URI text, without angle brackets.
+    pub uri: &'a [u8],
+    /// Whether the URI was enclosed in `<>`.
+    pub bracketed: bool,
+    pub params: Params<'a>,
+}
+
+impl<'a> NameAddr<'a> {
+    /// Parses one value (the caller splits lists on commas).
+    pub fn parse(raw: &'a [u8]) -> Option<NameAddr<'a>> {
+        let v = trim(raw);
+        let (display, after_display) = if v.first() == Some(&b'"') {
+            let (rest, d) = quoted_string(v).ok()?;
+            let (rest, _) = lws(rest).ok()?;
+            if rest.first() != Some(&b'<') {
+                return None;
+            }
+            (Some(d), rest)
+        } else {
+            match v.iter().position(|&c| c == b'<') {
+                Some(lt) => {
+                    let d = trim(&v[..lt]);
+                    if !d.iter().all(|&c| is_token(c) || is_ws(c)) {
+                        return None;
+                    }
+                    ((!d.is_empty()).then_some(d), &v[lt..])
+                }
+                None => (None, v),
+            }
+        };
+        let (uri, bracketed, rest) = if let Some(inner) = after_display.strip_prefix(b"<") {
+            let gt = inner.iter().position(|&c| c == b'>')?;
+            let uri = &inner[..gt];
+            if uri.is_empty() || uri.iter().any(|&c| is_ws(c)) {
+                return None;
+            }
+            (uri, true, &inner[gt + 1..])
+        } else {
+            // addr-spec: no white space, and no `;`, `,` or `?` in the URI
+            // (RFC 3261 section 20: those force the name-addr form).
+            let end = after_display
+                .iter()
+                .position(|&c| c == b';' || is_ws(c))
+                .unwrap_or(after_display.len());
+            let uri = &after_display[..end];
+            if uri.is_empty()
+                || uri
+                    .iter()
+                    .any(|&c| c == b'?' || c == b',' || c == b'<' || c == b'>')
+            {
+                return None;
+            }
+            (uri, false, &after_display[end..])
+        };
+        Uri::parse(uri).ok()?;
+        let (rest, params) = Params::parse(rest, ParamKind::Header).ok()?;
+        if !trim(rest).is_empty() {
+            return None;
+        }
+        Some(NameAddr {
+            raw: v,
+            display,
+            uri,
+            bracketed,
+            params,
+        })
+    }
+
+    pub fn parsed_uri(&self) -> Result<Uri<'a>, UriError> {
+        Uri::parse(self.uri)
+    }
+
+    pub fn tag(&self) -> Option<&'a [u8]> {
+        self.params.get(b"tag").flatten()
+    }
+}
+
+/// The CSeq header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CSeq<'a> {
+    pub seq: u32,
+    pub method: Method,
+    pub method_raw: &'a [u8],
+}
+
+impl<'a> CSeq<'a> {
+    pub fn parse(raw: &'a [u8]) -> Option<CSeq<'a>> {
+        let v = trim(raw);
+        let digits = v
+            .iter()
+            .position(|&c| !c.is_ascii_digit())
+            .unwrap_or(v.len());
+        // RFC 3261 section 8.1.1.5: less than 2**31.
+        let seq = parse_decimal(&v[..digits], (1 << 31) - 1)? as u32;
+        let (rest, ws) = lws(&v[digits..]).ok()?;
+        if ws.is_empty() {
+            return None;
+        }
+        let (rest, m) = token(rest).ok()?;
+        if !rest.is_empty() {
+            return None;
+        }
+        Some(CSeq {
+            seq,
+            method: Method::from_bytes(m),
+            method_raw: m,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folded_via() {
+        let v = Via::parse(b"SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw").unwrap();
+        assert_eq!(v.transport, b"UDP");
+        assert_eq!(v.host, Host::V4("192.0.2.2".parse().unwrap()));
+        assert_eq!(v.branch(), Some(&b"390skdjuw"[..]));
+        assert!(!v.has_rfc3261_branch());
+    }
+
+    #[test]
+    fn via_params() {
+        let v = Via::parse(
+            b"SIP/2.0/UDP [2001:db8::9]:5062;rport;branch=z9hG4bKx;received=198.51.100.1",
+        )
+        .unwrap();
+        assert_eq!(v.port, Some(5062));
+        assert_eq!(v.rport(), Some(None));
+        assert_eq!(v.received(), Some(&b"198.51.100.1"[..]));
+        assert!(v.has_rfc3261_branch());
+        assert!(Via::parse(b"SIP/2.0/UDP 192.0.2.15;;,;,,").is_none());
+        assert!(Via::parse(b"SIP/2.0/UDP").is_none());
+    }
+
+    #[test]
+    fn name_addr_forms() {
+        let n = NameAddr::parse(
+            b"\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8",
+        )
+        .unwrap();
+        assert_eq!(n.tag(), Some(&b"98asjd8"[..]));
+        assert_eq!(n.uri, b"sip:jdrosen@example.com");
+        let a = NameAddr::parse(b"sip:caller@example.net;tag=134").unwrap();
+        assert!(!a.bracketed);
+        assert_eq!(a.uri, b"sip:caller@example.net");
+        assert_eq!(a.tag(), Some(&b"134"[..]));
+        let d = NameAddr::parse(b"\"caller\"<sip:caller@example.com>;tag=1").unwrap();
+        assert_eq!(d.display, Some(&b"\"caller\""[..]));
+        for bad in [
+            &b"\"Mr. J. User <sip:j.user@example.com>"[..],
+            b"Bell, Alexander <sip:a.g.bell@example.com>;tag=43",
+            b"\"Watson, Thomas\" < sip:t.watson@example.org >",
+            b"sip:user@example.com?Route=%3Csip:sip.example.com%3E",
+            b"\"Joe\" <sip:joe@example.org>;;;;",
+        ] {
+            assert!(
+                NameAddr::parse(bad).is_none(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn cseq() {
+        let c = CSeq::parse(b"0009\r\n  INVITE").unwrap();
+        assert_eq!((c.seq, c.method), (9, Method::Invite));
+        assert!(CSeq::parse(b"36893488147419103232 REGISTER").is_none());
+        assert!(CSeq::parse(b"2147483648 INVITE").is_none());
+        assert!(CSeq::parse(b"1INVITE").is_none());
+    }
+}
