@@ -1,0 +1,306 @@
+//! `Core`: one forwarder and one health monitor driven together, the unit
+//! a worker of the daemon runs.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use trunkvip_sip::Message;
+
+use crate::config::{ConfigError, ProxyConfig};
+use crate::health::HealthMonitor;
+use crate::io::{Incoming, Transmit, Transport};
+use crate::metrics::{Metrics, DROP_REASONS, METHODS};
+use crate::proxy::Proxy;
+use crate::Event;
+
+/// One Edge's row of `trunkvip status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EdgeStatus {
+    pub name: String,
+    pub uri: String,
+    pub priority: u8,
+    pub weight: u32,
+    pub healthy: bool,
+    pub consecutive_failures: u32,
+    pub consecutive_successes: u32,
+    pub last_rtt: Option<Duration>,
+    pub active_dialogs: usize,
+}
+
+#[derive(Debug)]
+pub struct Core {
+    proxy: Proxy,
+    health: HealthMonitor,
+    events: std::collections::VecDeque<Event>,
+    probing: bool,
+}
+
+impl Core {
+    pub fn new(config: ProxyConfig, now: Instant) -> Result<Core, ConfigError> {
+        config.validate()?;
+        let source = SocketAddr::new(config.host_address, config.host_port);
+        let health = HealthMonitor::new(
+            config.health,
+            &config.edges,
+            source,
+            config.instance,
+            config.health_probing,
+            now,
+        );
+        let probing = config.health_probing;
+        Ok(Core {
+            proxy: Proxy::new(config, now),
+            health,
+            events: Default::default(),
+            probing,
+        })
+    }
+
+    /// One UDP datagram.
+    pub fn handle(&mut self, now: Instant, incoming: Incoming, data: Bytes) {
+        match Message::parse_datagram(data.clone(), &self.limits()) {
+            Ok(msg) => self.handle_message(now, incoming, msg),
+            Err(e) => self.proxy.handle_unparseable(incoming, &data, &e),
+        }
+        self.pump();
+    }
+
+    fn limits(&self) -> trunkvip_sip::Limits {
+        self.proxy_limits()
+    }
+
+    fn proxy_limits(&self) -> trunkvip_sip::Limits {
+        trunkvip_sip::Limits::default()
+    }
+
+    /// One framed TCP or TLS message.
+    pub fn handle_message(&mut self, now: Instant, incoming: Incoming, msg: Message) {
+        if !msg.is_request() && self.health.handle_response(now, &msg) {
+            self.pump();
+            return;
+        }
+        self.proxy.handle_message(now, incoming, msg);
+        self.pump();
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.health.handle_timeout(now);
+        self.proxy.handle_timeout(now);
+        self.pump();
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.health.poll_timeout(), self.proxy.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.proxy
+            .poll_transmit()
+            .or_else(|| self.health.poll_transmit())
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub fn connection_failed(
+        &mut self,
+        now: Instant,
+        destination: SocketAddr,
+        transport: Transport,
+    ) {
+        self.health.transport_failed(destination, transport);
+        self.proxy.connection_failed(now, destination, transport);
+        self.pump();
+    }
+
+    /// Edge health learned from the worker that probes.
+    pub fn set_edge_health(&mut self, edge: usize, healthy: bool) {
+        if !self.probing {
+            self.health.set_healthy(edge, healthy);
+            self.proxy.set_edge_health(edge, healthy);
+        }
+    }
+
+    /// A failover seen by another worker, counted by the one that probes.
+    pub fn report_edge_failure(&mut self, _now: Instant, edge: usize) {
+        if self.probing {
+            self.health.report_failure(edge);
+            self.pump();
+        }
+    }
+
+    /// Stop taking new dialogs (503); transactions in flight finish.
+    pub fn drain(&mut self, _now: Instant) {
+        self.proxy.drain();
+    }
+
+    /// Transactions not yet ended.
+    pub fn in_flight(&self) -> usize {
+        self.proxy.in_flight()
+    }
+
+    pub fn dialogs(&self) -> usize {
+        self.proxy.dialogs.len()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.proxy.metrics
+    }
+
+    /// Bytes held by live transactions, buffers included.
+    pub fn transaction_bytes(&self) -> usize {
+        self.proxy.transaction_bytes()
+    }
+
+    /// (server, client) transactions alive.
+    pub fn transactions(&self) -> (usize, usize) {
+        self.proxy.transactions()
+    }
+
+    /// Timer entries queued (cancelled ones included until they come due).
+    pub fn timers_queued(&self) -> usize {
+        self.proxy.timers_len()
+    }
+
+    /// Bytes the affinity table holds per dialog for a Call-ID this long.
+    pub fn dialog_bytes(call_id_len: usize) -> usize {
+        crate::dialogs::DialogTable::approx_bytes_per_entry(call_id_len)
+    }
+
+    pub fn status(&self) -> Vec<EdgeStatus> {
+        self.proxy
+            .edges
+            .edges
+            .iter()
+            .enumerate()
+            .map(|(n, e)| {
+                let h = &self.health.state[n];
+                EdgeStatus {
+                    name: e.config.name.clone(),
+                    uri: e.config.uri.clone(),
+                    priority: e.config.priority,
+                    weight: e.config.weight,
+                    healthy: e.healthy,
+                    consecutive_failures: h.consecutive_failures,
+                    consecutive_successes: h.consecutive_successes,
+                    last_rtt: h.last_rtt,
+                    active_dialogs: self.proxy.dialogs.active_on(n),
+                }
+            })
+            .collect()
+    }
+
+    /// Moves health changes into the forwarder and failures into the
+    /// monitor, and queues both as events for the shell.
+    fn pump(&mut self) {
+        while let Some(ev) = self.proxy.events.pop_front() {
+            if let Event::EdgeFailure { edge } = ev {
+                if self.probing {
+                    self.health.report_failure(edge);
+                }
+            }
+            self.events.push_back(ev);
+        }
+        while let Some(c) = self.health.poll_change() {
+            self.proxy.set_edge_health(c.edge, c.healthy);
+            let name = self.proxy.edges.edges[c.edge].config.name.clone();
+            self.events.push_back(Event::EdgeHealth {
+                edge: c.edge,
+                name,
+                healthy: c.healthy,
+            });
+        }
+    }
+
+    /// Prometheus text exposition of the metrics and Edge health.
+    pub fn prometheus(&self, out: &mut String) {
+        use std::fmt::Write;
+        let m = &self.proxy.metrics;
+        let _ = writeln!(out, "# TYPE trunkvip_requests_received_total counter");
+        for (n, name) in METHODS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "trunkvip_requests_received_total{{method=\"{name}\"}} {}",
+                m.requests_in[n]
+            );
+        }
+        let _ = writeln!(out, "# TYPE trunkvip_responses_received_total counter");
+        for c in 1..=6 {
+            let _ = writeln!(
+                out,
+                "trunkvip_responses_received_total{{class=\"{c}xx\"}} {}",
+                m.responses_in[c]
+            );
+        }
+        let _ = writeln!(out, "# TYPE trunkvip_responses_generated_total counter");
+        for c in 1..=6 {
+            let _ = writeln!(
+                out,
+                "trunkvip_responses_generated_total{{class=\"{c}xx\"}} {}",
+                m.responses_local[c]
+            );
+        }
+        let _ = writeln!(out, "# TYPE trunkvip_dropped_total counter");
+        for (n, (_, name)) in DROP_REASONS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "trunkvip_dropped_total{{reason=\"{name}\"}} {}",
+                m.drops[n]
+            );
+        }
+        for (name, v) in [
+            ("parse_errors_total", m.parse_errors),
+            ("retransmissions_absorbed_total", m.retransmissions_absorbed),
+            ("retransmissions_sent_total", m.retransmissions_sent),
+            ("failovers_total", m.failovers),
+            ("no_edge_503_total", m.no_edge_503),
+            ("transactions_created_total", m.transactions_created),
+            ("ghost_cancels_total", m.ghost_cancels),
+            ("ghost_byes_total", m.ghost_byes),
+            ("loops_detected_total", m.loops_detected),
+        ] {
+            let _ = writeln!(out, "# TYPE trunkvip_{name} counter\ntrunkvip_{name} {v}");
+        }
+        let (s, c) = self.proxy.transactions();
+        let _ = writeln!(out, "# TYPE trunkvip_transactions gauge\ntrunkvip_transactions{{side=\"server\"}} {s}\ntrunkvip_transactions{{side=\"client\"}} {c}");
+        let _ = writeln!(
+            out,
+            "# TYPE trunkvip_dialogs gauge\ntrunkvip_dialogs {}",
+            self.proxy.dialogs.len()
+        );
+        let _ = writeln!(out, "# TYPE trunkvip_edge_healthy gauge");
+        let status = self.status();
+        for e in &status {
+            let _ = writeln!(
+                out,
+                "trunkvip_edge_healthy{{edge=\"{}\"}} {}",
+                e.name,
+                u8::from(e.healthy)
+            );
+        }
+        let _ = writeln!(out, "# TYPE trunkvip_edge_probe_rtt_seconds gauge");
+        for e in &status {
+            if let Some(rtt) = e.last_rtt {
+                let _ = writeln!(
+                    out,
+                    "trunkvip_edge_probe_rtt_seconds{{edge=\"{}\"}} {:.6}",
+                    e.name,
+                    rtt.as_secs_f64()
+                );
+            }
+        }
+        let _ = writeln!(out, "# TYPE trunkvip_edge_dialogs gauge");
+        for e in &status {
+            let _ = writeln!(
+                out,
+                "trunkvip_edge_dialogs{{edge=\"{}\"}} {}",
+                e.name, e.active_dialogs
+            );
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! trunkvip-proxy: the forwarder core of trunkvip, with no sockets, no
+//! clock and no threads (sans-IO, like quinn-proto).
+//!
+//! [`Core`] takes events — a datagram or framed message with its source
+//! ([`Core::handle`], [`Core::handle_message`]), a timer expiry
+//! ([`Core::handle_timeout`]) — and returns actions: messages to send
+//! ([`Core::poll_transmit`]), the next deadline ([`Core::poll_timeout`]),
+//! and events for logs ([`Core::poll_event`]). Inside: RFC 3261
+//! transaction-stateful proxying (with RFC 6026 and RFC 3581), the Edge
+//! pool with priorities and weights, SIP OPTIONS health checks, fast
+//! failover of new calls, and Call-ID affinity for every dialog.
+//!
+//! # Sharding contract
+//!
+//! A daemon with several workers runs one `Core` per worker with no lock
+//! shared between them. A message goes to worker [`shard_of`]`(data, n)`,
+//! a hash of its Call-ID. Every message of a transaction and of a dialog
+//! carries the same Call-ID — responses, CANCEL, ACK, in-dialog requests of
+//! either direction — so each is handled by the worker that holds its
+//! state, in arrival order. Exactly one worker probes the Edges
+//! (`ProxyConfig::health_probing`); the shell broadcasts its
+//! [`Event::EdgeHealth`] to the others ([`Core::set_edge_health`]) and
+//! sends the others' [`Event::EdgeFailure`] to it
+//! ([`Core::report_edge_failure`]). Probe answers carry a Call-ID of the
+//! probing worker's making, so [`shard_of`] sends them there when the shell
+//! passes `probe_shard`; the shell does so by checking [`is_probe`].
+
+#![forbid(unsafe_code)]
+
+mod branch;
+mod config;
+mod core;
+mod dialogs;
+mod edges;
+mod hash;
+mod health;
+mod io;
+mod metrics;
+mod proxy;
+mod salvage;
+mod timer;
+
+pub use crate::config::{
+    CarrierTarget, ConfigError, DialogConfig, EdgeConfig, HealthConfig, ProxyConfig, Timers,
+};
+pub use crate::core::{Core, EdgeStatus};
+pub use crate::io::{ConnectionId, Incoming, Origin, Transmit, Transport};
+pub use crate::metrics::{DropReason, Metrics};
+
+/// What the core reports to the shell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// An Edge turned Healthy or Unhealthy.
+    EdgeHealth {
+        edge: usize,
+        name: String,
+        healthy: bool,
+    },
+    /// A request to this Edge failed over (no answer, 503, transport
+    /// error): counted toward its failure threshold.
+    EdgeFailure { edge: usize },
+}
+
+/// The worker a message belongs to: a stable hash of its Call-ID (full or
+/// compact header), or worker 0 when it has none.
+pub fn shard_of(data: &[u8], shards: usize) -> usize {
+    if shards <= 1 {
+        return 0;
+    }
+    match find_call_id(data) {
+        Some(cid) => (hash::fnv1a(cid) % shards as u64) as usize,
+        None => 0,
+    }
+}
+
+/// True when a message is the answer to one of our health probes (its
+/// Call-ID starts with `tvp-`): it belongs to the probing worker.
+pub fn is_probe(data: &[u8]) -> bool {
+    find_call_id(data).is_some_and(|c| c.starts_with(b"tvp-"))
+}
+
+fn find_call_id(data: &[u8]) -> Option<&[u8]> {
+    let head_end = memchr_crlfcrlf(data).unwrap_or(data.len());
+    for line in data[..head_end].split(|&c| c == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&c| c == b':') else {
+            continue;
+        };
+        let name = line[..colon].trim_ascii();
+        if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
+            return Some(line[colon + 1..].trim_ascii());
+        }
+    }
+    None
+}
+
+fn memchr_crlfcrlf(d: &[u8]) -> Option<usize> {
+    d.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sharding_by_call_id() {
+        let a = b"INVITE sip:x SIP/2.0\r\nCall-ID: abc@h\r\n\r\n";
+        let b = b"SIP/2.0 200 OK\r\ni:  abc@h \r\n\r\n";
+        assert_eq!(shard_of(a, 4), shard_of(b, 4));
+        assert_eq!(shard_of(b"garbage", 4), 0);
+        assert!(is_probe(b"SIP/2.0 200 OK\r\nCall-ID: tvp-1-0-3@h\r\n\r\n"));
+    }
+}

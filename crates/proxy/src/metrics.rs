@@ -1,0 +1,98 @@
+//! Counters of what the core did, rendered as Prometheus text by `Core`.
+
+use trunkvip_sip::Method;
+
+pub(crate) const METHODS: [&str; 15] = [
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "REGISTER",
+    "PRACK",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "PUBLISH",
+    "INFO",
+    "REFER",
+    "MESSAGE",
+    "UPDATE",
+    "other",
+];
+
+pub(crate) fn method_index(m: Method) -> usize {
+    match m {
+        Method::Invite => 0,
+        Method::Ack => 1,
+        Method::Bye => 2,
+        Method::Cancel => 3,
+        Method::Options => 4,
+        Method::Register => 5,
+        Method::Prack => 6,
+        Method::Subscribe => 7,
+        Method::Notify => 8,
+        Method::Publish => 9,
+        Method::Info => 10,
+        Method::Refer => 11,
+        Method::Message => 12,
+        Method::Update => 13,
+        Method::Other => 14,
+    }
+}
+
+/// Why a message was dropped without an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Could not be parsed and had no usable Via to answer.
+    Unparseable,
+    /// A carrier-side source outside `carrier.allow`.
+    NotAllowed,
+    /// A response that matches no transaction and no Via of ours.
+    Unmatched,
+    /// A malformed response (never forwarded).
+    BadResponse,
+    /// A response whose next hop is unusable (broadcast, no Via left).
+    BadNextHop,
+    /// An ACK that matches nothing.
+    StrayAck,
+}
+
+pub(crate) const DROP_REASONS: [(DropReason, &str); 6] = [
+    (DropReason::Unparseable, "unparseable"),
+    (DropReason::NotAllowed, "not_allowed"),
+    (DropReason::Unmatched, "unmatched"),
+    (DropReason::BadResponse, "bad_response"),
+    (DropReason::BadNextHop, "bad_next_hop"),
+    (DropReason::StrayAck, "stray_ack"),
+];
+
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    pub requests_in: [u64; 15],
+    /// Responses received, by class 1xx..6xx (index 1..=6).
+    pub responses_in: [u64; 7],
+    /// Responses we generated, by class.
+    pub responses_local: [u64; 7],
+    pub parse_errors: u64,
+    pub drops: [u64; 6],
+    pub retransmissions_absorbed: u64,
+    pub retransmissions_sent: u64,
+    pub failovers: u64,
+    pub no_edge_503: u64,
+    pub transactions_created: u64,
+    pub ghost_cancels: u64,
+    pub ghost_byes: u64,
+    pub loops_detected: u64,
+}
+
+impl Metrics {
+    pub(crate) fn drop(&mut self, r: DropReason) {
+        let n = DROP_REASONS.iter().position(|d| d.0 == r).unwrap_or(0);
+        self.drops[n] += 1;
+    }
+
+    pub fn dropped(&self, r: DropReason) -> u64 {
+        let n = DROP_REASONS.iter().position(|d| d.0 == r).unwrap_or(0);
+        self.drops[n]
+    }
+}

@@ -1,0 +1,1678 @@
+//! The transaction-stateful forwarder (RFC 3261 sections 16 and 17, RFC
+//! 6026, RFC 3581): server transactions toward whoever sent a request,
+//! client transactions toward the next hop, failover between Edges, and
+//! the routing of in-dialog requests by Record-Route or Call-ID affinity.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use slab::Slab;
+use trunkvip_sip::build::{response_to, Builder};
+use trunkvip_sip::{Editor, HeaderName, Host, Message, Method, Scheme, Uri, Via};
+
+use crate::config::ProxyConfig;
+use crate::dialogs::{DialogState, DialogTable};
+use crate::edges::EdgePool;
+use crate::hash::fnv1a;
+use crate::io::{ConnectionId, Incoming, Origin, Transmit, Transport};
+use crate::metrics::{method_index, DropReason, Metrics};
+use crate::timer::{Armed, Owner, TimerKind, TimerQueue};
+use crate::Event;
+
+/// The URI parameter of our Record-Route that names the dialog's Edge.
+pub(crate) const EDGE_PARAM: &[u8] = b"tve";
+
+/// Where a request goes next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Hop {
+    Edge(u16),
+    Carrier(u16),
+    Addr(SocketAddr, Transport),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Peer {
+    addr: SocketAddr,
+    transport: Transport,
+    connection: Option<ConnectionId>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SState {
+    Proceeding,
+    /// Final non-2xx sent; waiting for the ACK (INVITE) or lingering.
+    Completed,
+    /// 2xx sent (RFC 6026): retransmissions of it are forwarded.
+    Accepted,
+    Confirmed,
+}
+
+#[derive(Debug)]
+struct ServerTxn {
+    gen: u32,
+    key: Box<[u8]>,
+    invite: bool,
+    peer: Peer,
+    /// The request as received: the template for the next branch and for
+    /// our own answers. Dropped once a final answer is sent.
+    request: Option<Message>,
+    state: SState,
+    last_response: Option<Bytes>,
+    /// The branch in progress.
+    client: Option<(usize, u32)>,
+    /// Hops still to try on failover, best first.
+    candidates: Vec<Hop>,
+    new_dialog: bool,
+    /// The Edge the request came from, if it came from one.
+    from_edge: Option<u16>,
+    cancelled: bool,
+    g_interval: Duration,
+    armed: Armed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CState {
+    Trying,
+    Proceeding,
+    Completed,
+    Accepted,
+}
+
+#[derive(Debug)]
+enum Cancel {
+    None,
+    /// CANCEL asked for; it goes once a provisional arrives.
+    Pending,
+    Sent {
+        request: Bytes,
+        interval: Duration,
+    },
+    Answered,
+}
+
+#[derive(Debug)]
+struct ClientTxn {
+    gen: u32,
+    /// The server transaction this branch serves; `None` once abandoned
+    /// (failover) or for requests we make ourselves.
+    server: Option<(usize, u32)>,
+    hop: Hop,
+    dest: SocketAddr,
+    transport: Transport,
+    request: Bytes,
+    invite: bool,
+    state: CState,
+    got_provisional: bool,
+    cancel: Cancel,
+    /// For a ghost 2xx: the ACK sent for it, re-sent on retransmissions.
+    ghost_ack: Option<Bytes>,
+    interval: Duration,
+    armed: Armed,
+}
+
+pub(crate) struct Proxy {
+    cfg: ProxyConfig,
+    pub(crate) edges: EdgePool,
+    pub(crate) dialogs: DialogTable,
+    servers: Slab<ServerTxn>,
+    server_index: HashMap<Box<[u8]>, usize>,
+    clients: Slab<ClientTxn>,
+    timers: TimerQueue,
+    gen: u32,
+    out: VecDeque<Transmit>,
+    pub(crate) events: VecDeque<Event>,
+    pub(crate) metrics: Metrics,
+    draining: bool,
+    next_sweep: Instant,
+    our_ips: Vec<IpAddr>,
+    to_tag: String,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("servers", &self.servers.len())
+            .field("clients", &self.clients.len())
+            .field("dialogs", &self.dialogs.len())
+            .finish()
+    }
+}
+
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+fn class(code: u16) -> usize {
+    usize::from(code / 100).min(6)
+}
+
+fn host_ip(h: &Host<'_>) -> Option<IpAddr> {
+    h.ip()
+}
+
+fn fmt_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The transaction key of a request (RFC 3261 section 17.2.3): branch,
+/// sent-by and method (ACK and CANCEL fold into INVITE's, CANCEL marked),
+/// or the RFC 2543 fallback when the branch lacks the cookie.
+fn server_key(msg: &Message, via: &Via<'_>, cancel: bool) -> Option<Box<[u8]>> {
+    let method = msg.method()?;
+    let mut k = Vec::with_capacity(64);
+    k.push(match (method, cancel) {
+        (_, true) => b'C',
+        (Method::Invite | Method::Ack, _) => b'I',
+        _ => b'N',
+    });
+    if method == Method::Other || !matches!(method, Method::Invite | Method::Ack | Method::Cancel) {
+        k.extend_from_slice(msg.method_bytes()?);
+        k.push(b' ');
+    }
+    if via.has_rfc3261_branch() {
+        k.extend_from_slice(via.branch()?);
+        k.push(b' ');
+        k.extend_from_slice(via.sent_by);
+    } else {
+        // RFC 2543: Request-URI, To tag, From tag, Call-ID, CSeq number, top Via.
+        let ruri = msg.request_uri_bytes()?;
+        if method != Method::Ack {
+            k.extend_from_slice(ruri);
+        }
+        k.push(b' ');
+        if method != Method::Ack {
+            if let Some(t) = msg.to().ok()?.tag() {
+                k.extend_from_slice(t);
+            }
+        }
+        k.push(b' ');
+        k.extend_from_slice(msg.from().ok()?.tag().unwrap_or_default());
+        k.push(b' ');
+        k.extend_from_slice(msg.call_id().ok()?);
+        let _ = write!(VecWriter(&mut k), " {} ", msg.cseq().ok()?.seq);
+        k.extend_from_slice(via.raw);
+    }
+    Some(k.into_boxed_slice())
+}
+
+struct VecWriter<'a>(&'a mut Vec<u8>);
+impl std::fmt::Write for VecWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// The loop-detection half of our branch (RFC 3261 16.6 step 8): a hash of
+/// what identifies the request, not of the Vias, so a request that comes
+/// back unchanged is recognised.
+fn loop_hash(msg: &Message) -> u32 {
+    let mut k = Vec::with_capacity(128);
+    k.extend_from_slice(msg.request_uri_bytes().unwrap_or_default());
+    k.push(0);
+    if let Ok(f) = msg.from() {
+        k.extend_from_slice(f.tag().unwrap_or_default());
+    }
+    k.push(0);
+    if let Ok(t) = msg.to() {
+        k.extend_from_slice(t.tag().unwrap_or_default());
+    }
+    k.push(0);
+    k.extend_from_slice(msg.call_id().unwrap_or_default());
+    if let Ok(c) = msg.cseq() {
+        k.extend_from_slice(&c.seq.to_le_bytes());
+    }
+    for p in msg.proxy_require().flatten() {
+        k.extend_from_slice(p);
+    }
+    fnv1a(&k) as u32
+}
+
+impl Proxy {
+    pub(crate) fn new(cfg: ProxyConfig, now: Instant) -> Self {
+        let mut our_ips: Vec<IpAddr> = cfg.service.iter().map(|s| canonical(s.1.ip())).collect();
+        our_ips.push(canonical(cfg.host_address));
+        our_ips.dedup();
+        let mut timers = TimerQueue::default();
+        timers.push(now + SWEEP_EVERY, Owner::Sweep, TimerKind::ServerLinger);
+        Proxy {
+            edges: EdgePool::new(&cfg.edges),
+            dialogs: DialogTable::new(cfg.dialogs, cfg.edges.len()),
+            servers: Slab::new(),
+            server_index: HashMap::new(),
+            clients: Slab::new(),
+            timers,
+            gen: 0,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            metrics: Metrics::default(),
+            draining: false,
+            next_sweep: now + SWEEP_EVERY,
+            our_ips,
+            to_tag: format!("tv{:x}", cfg.instance),
+            cfg,
+        }
+    }
+
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek()
+    }
+
+    pub(crate) fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.servers.len() + self.clients.len()
+    }
+
+    pub(crate) fn transactions(&self) -> (usize, usize) {
+        (self.servers.len(), self.clients.len())
+    }
+
+    pub(crate) fn set_edge_health(&mut self, edge: usize, healthy: bool) {
+        if let Some(e) = self.edges.edges.get_mut(edge) {
+            e.healthy = healthy;
+        }
+    }
+
+    fn next_gen(&mut self) -> u32 {
+        self.gen = self.gen.wrapping_add(1);
+        self.gen
+    }
+
+    fn send(
+        &mut self,
+        dest: SocketAddr,
+        transport: Transport,
+        connection: Option<ConnectionId>,
+        payload: Bytes,
+    ) {
+        self.out.push_back(Transmit {
+            destination: dest,
+            transport,
+            origin: Origin::Service,
+            connection,
+            payload,
+        });
+    }
+
+    fn service_addr(&self, t: Transport) -> SocketAddr {
+        self.cfg
+            .service_addr(t)
+            .or_else(|| self.cfg.service.first().map(|s| s.1))
+            .expect("validated: at least one listener")
+    }
+
+    fn hop_addr(&self, hop: Hop) -> (SocketAddr, Transport) {
+        match hop {
+            Hop::Edge(e) => {
+                let c = &self.edges.edges[e as usize].config;
+                (c.address, c.transport)
+            }
+            Hop::Carrier(n) => {
+                let c = &self.cfg.carriers[n as usize];
+                (c.address, c.transport)
+            }
+            Hop::Addr(a, t) => (a, t),
+        }
+    }
+
+    fn is_our_ip(&self, ip: IpAddr) -> bool {
+        self.our_ips.contains(&canonical(ip))
+    }
+
+    fn is_our_uri(&self, uri: &Uri<'_>) -> bool {
+        let Some(ip) = uri.host.as_ref().and_then(host_ip) else {
+            return false;
+        };
+        if !self.is_our_ip(ip) {
+            return false;
+        }
+        let port = uri.port.unwrap_or(if uri.scheme == Scheme::Sips {
+            5061
+        } else {
+            5060
+        });
+        self.cfg.service.iter().any(|s| s.1.port() == port) || port == self.cfg.host_port
+    }
+
+    fn is_our_via(&self, via: &Via<'_>) -> bool {
+        let Some(ip) = host_ip(&via.host) else {
+            return false;
+        };
+        let port = via.port.unwrap_or(5060);
+        self.is_our_ip(ip) && self.cfg.service.iter().any(|s| s.1.port() == port)
+    }
+
+    /// Where responses to a request go (RFC 3261 18.2.2, RFC 3581).
+    fn response_peer(incoming: &Incoming, via: &Via<'_>) -> Peer {
+        let addr = if incoming.transport.is_reliable() || via.rport().is_some() {
+            incoming.source
+        } else {
+            let default = if via.is_transport("TLS") { 5061 } else { 5060 };
+            SocketAddr::new(incoming.source.ip(), via.port.unwrap_or(default))
+        };
+        Peer {
+            addr,
+            transport: incoming.transport,
+            connection: incoming.connection,
+        }
+    }
+
+    // ----- entry points -------------------------------------------------
+
+    pub(crate) fn handle_message(&mut self, now: Instant, incoming: Incoming, msg: Message) {
+        let edge = self.edges.by_source(incoming.source);
+        if edge.is_none() && !self.carrier_allowed(incoming.source.ip()) {
+            self.metrics.drop(DropReason::NotAllowed);
+            return;
+        }
+        if msg.is_request() {
+            self.on_request(now, incoming, edge, msg);
+        } else {
+            self.on_response(now, incoming, msg);
+        }
+    }
+
+    fn carrier_allowed(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.cfg.carrier_allow.is_empty() || self.cfg.carrier_allow.iter().any(|n| n.contains(&ip))
+    }
+
+    /// An unparseable message: a request with a usable Via gets 400 (the
+    /// lines needed to answer are salvaged), anything else is dropped.
+    pub(crate) fn handle_unparseable(
+        &mut self,
+        incoming: Incoming,
+        data: &[u8],
+        err: &trunkvip_sip::Error,
+    ) {
+        self.metrics.parse_errors += 1;
+        if !self.carrier_allowed(incoming.source.ip())
+            && self.edges.by_source(incoming.source).is_none()
+        {
+            self.metrics.drop(DropReason::NotAllowed);
+            return;
+        }
+        match crate::salvage::answer(data, err.status(), &err.reason_phrase()) {
+            Some(resp) => {
+                self.metrics.responses_local[class(err.status())] += 1;
+                self.send(
+                    incoming.source,
+                    incoming.transport,
+                    incoming.connection,
+                    resp,
+                );
+            }
+            None => self.metrics.drop(DropReason::Unparseable),
+        }
+    }
+
+    // ----- requests -----------------------------------------------------
+
+    fn answer(
+        &mut self,
+        req: &Message,
+        peer: Peer,
+        code: u16,
+        reason: &str,
+        extra: &[(&str, &[u8])],
+    ) -> Bytes {
+        let tag = (code > 100).then_some(self.to_tag.as_bytes());
+        let mut b = response_to(req, code, reason, tag);
+        for (n, v) in extra {
+            b.push(n, v);
+        }
+        let resp = b.finish();
+        self.metrics.responses_local[class(code)] += 1;
+        self.send(peer.addr, peer.transport, peer.connection, resp.clone());
+        resp
+    }
+
+    fn on_request(
+        &mut self,
+        now: Instant,
+        incoming: Incoming,
+        from_edge: Option<usize>,
+        msg: Message,
+    ) {
+        let method = msg.method().unwrap_or(Method::Other);
+        self.metrics.requests_in[method_index(method)] += 1;
+        let via = match msg.top_via() {
+            Ok(v) => v,
+            Err(_) => {
+                // No Via to answer to.
+                self.metrics.parse_errors += 1;
+                self.metrics.drop(DropReason::Unparseable);
+                return;
+            }
+        };
+        let peer = Self::response_peer(&incoming, &via);
+        if let Err(e) = msg.validate() {
+            self.metrics.parse_errors += 1;
+            if method != Method::Ack {
+                self.answer(&msg, peer, e.status(), &e.reason_phrase(), &[]);
+            }
+            return;
+        }
+        match method {
+            Method::Ack => return self.on_ack(now, incoming, from_edge, &msg),
+            Method::Cancel => return self.on_cancel(now, peer, from_edge, &msg),
+            _ => {}
+        }
+        // A retransmission of a request we already handle.
+        let Some(key) = server_key(&msg, &via, false) else {
+            self.metrics.drop(DropReason::Unparseable);
+            return;
+        };
+        if let Some(&id) = self.server_index.get(&key) {
+            self.metrics.retransmissions_absorbed += 1;
+            let st = &self.servers[id];
+            if let Some(r) = st.last_response.clone() {
+                let p = st.peer;
+                self.metrics.retransmissions_sent += 1;
+                self.send(p.addr, p.transport, p.connection, r);
+            }
+            return;
+        }
+        let to_tag = msg.to().ok().and_then(|t| t.tag()).is_some();
+        let ruri = match msg.request_uri() {
+            Some(Ok(u)) => u,
+            _ => return,
+        };
+        // RFC 3261 16.3: Max-Forwards, our own OPTIONS, Proxy-Require, scheme, loops.
+        let mf = msg.max_forwards().ok().flatten();
+        let for_us = !to_tag
+            && ruri.user.is_none()
+            && ruri
+                .host
+                .and_then(|h| h.ip())
+                .is_some_and(|ip| self.is_our_ip(ip));
+        if method == Method::Options && (for_us || mf == Some(0)) {
+            // The carrier's keepalive: 200 while an Edge can take calls,
+            // 503 otherwise, so the carrier's own failover acts.
+            if self.edges.any_healthy() && !self.draining {
+                self.answer(&msg, peer, 200, "OK", &[("Allow", b"INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, PRACK, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, MESSAGE")]);
+            } else {
+                let ra = self.cfg.retry_after.to_string();
+                self.answer(
+                    &msg,
+                    peer,
+                    503,
+                    "Service Unavailable",
+                    &[("Retry-After", ra.as_bytes())],
+                );
+            }
+            return;
+        }
+        if mf == Some(0) {
+            self.answer(&msg, peer, 483, "Too Many Hops", &[]);
+            return;
+        }
+        let unsupported: Vec<&[u8]> = msg.proxy_require().flatten().collect();
+        if !unsupported.is_empty() {
+            let list = unsupported.join(&b", "[..]);
+            self.answer(&msg, peer, 420, "Bad Extension", &[("Unsupported", &list)]);
+            return;
+        }
+        if matches!(ruri.scheme, Scheme::Other) {
+            self.answer(&msg, peer, 416, "Unsupported URI Scheme", &[]);
+            return;
+        }
+        let lh = loop_hash(&msg);
+        let looped = msg
+            .vias()
+            .flatten()
+            .skip(1)
+            .chain(std::iter::once(via))
+            .any(|v| {
+                self.is_our_via(&v)
+                    && v.branch()
+                        .and_then(crate::branch::parse)
+                        .is_some_and(|b| b.instance == self.cfg.instance && b.loop_hash == lh)
+            });
+        if looped {
+            self.metrics.loops_detected += 1;
+            self.answer(&msg, peer, 482, "Loop Detected", &[]);
+            return;
+        }
+        let from_edge_u16 = from_edge.map(|e| e as u16);
+        let (hops, new_dialog) = match self.route(&msg, from_edge_u16, to_tag) {
+            Ok(x) => x,
+            Err((code, reason)) => {
+                if code == 503 {
+                    self.metrics.no_edge_503 += 1;
+                    let ra = self.cfg.retry_after.to_string();
+                    self.answer(&msg, peer, code, reason, &[("Retry-After", ra.as_bytes())]);
+                } else {
+                    self.answer(&msg, peer, code, reason, &[]);
+                }
+                return;
+            }
+        };
+        let invite = method == Method::Invite;
+        if invite {
+            self.answer(&msg, peer, 100, "Trying", &[]);
+        }
+        self.metrics.transactions_created += 1;
+        let gen = self.next_gen();
+        let id = self.servers.insert(ServerTxn {
+            gen,
+            key: key.clone(),
+            invite,
+            peer,
+            request: Some(msg),
+            state: SState::Proceeding,
+            last_response: None,
+            client: None,
+            candidates: hops,
+            new_dialog,
+            from_edge: from_edge_u16,
+            cancelled: false,
+            g_interval: self.cfg.timers.t1,
+            armed: Armed::default(),
+        });
+        if invite {
+            // Remember the 100 so a retransmitted INVITE gets it again.
+            let st = &self.servers[id];
+            let req = st.request.as_ref().expect("just set");
+            let trying = response_to(req, 100, "Trying", None).finish();
+            self.servers[id].last_response = Some(trying);
+        }
+        self.server_index.insert(key, id);
+        self.forward_next(now, id, lh);
+    }
+
+    /// Picks the hops of a request: the Edges of a new dialog from the
+    /// carrier, the carriers for a new dialog from an Edge, and for an
+    /// in-dialog request the one hop its Route or its Call-ID names.
+    #[allow(clippy::type_complexity)]
+    fn route(
+        &mut self,
+        msg: &Message,
+        from_edge: Option<u16>,
+        in_dialog: bool,
+    ) -> Result<(Vec<Hop>, bool), (u16, &'static str)> {
+        let call_id = msg.call_id().map_err(|_| (400u16, "Bad Request"))?;
+        // Our Record-Route comes back as the top Route(s).
+        let mut route_edge = None;
+        let mut next_route = None;
+        for r in msg.routes().flatten() {
+            let Ok(u) = r.parsed_uri() else { break };
+            if self.is_our_uri(&u) {
+                if let Some(Some(e)) = u.param(EDGE_PARAM) {
+                    route_edge = self.edges.by_name(e);
+                }
+            } else {
+                next_route = Some(r.uri);
+                break;
+            }
+        }
+        let dialog = self.dialogs.get(call_id).copied();
+        if in_dialog || route_edge.is_some() {
+            let edge = route_edge.map(|e| e as u16).or(dialog.map(|d| d.edge));
+            return match from_edge {
+                None => match edge {
+                    Some(e) => Ok((vec![Hop::Edge(e)], false)),
+                    None => Err((481, "Call/Transaction Does Not Exist")),
+                },
+                Some(_) => {
+                    let target = next_route.or(msg.request_uri_bytes());
+                    Ok((vec![self.hop_for_uri(target)], false))
+                }
+            };
+        }
+        // Mid-dialog requests without a To tag do not exist; a request
+        // whose Call-ID we know (a forked or re-sent INVITE) keeps its Edge.
+        if let Some(d) = dialog {
+            if d.state != DialogState::Ended
+                && !d.from_edge
+                && from_edge.is_none()
+                && self.edges.edges[d.edge as usize].healthy
+            {
+                return Ok((vec![Hop::Edge(d.edge)], true));
+            }
+        }
+        if self.draining {
+            return Err((503, "Service Unavailable"));
+        }
+        match from_edge {
+            None => {
+                let c = self.edges.candidates(call_id);
+                if c.is_empty() {
+                    return Err((503, "Service Unavailable"));
+                }
+                Ok((c.into_iter().map(Hop::Edge).collect(), true))
+            }
+            Some(_) => {
+                if let Some(r) = next_route {
+                    return Ok((vec![self.hop_for_uri(Some(r))], true));
+                }
+                if self.cfg.carriers.is_empty() {
+                    return Err((503, "Service Unavailable"));
+                }
+                Ok((
+                    (0..self.cfg.carriers.len() as u16)
+                        .map(Hop::Carrier)
+                        .collect(),
+                    true,
+                ))
+            }
+        }
+    }
+
+    /// A hop toward the carrier side from a URI: its IP and port when it
+    /// names one, else the first configured carrier.
+    fn hop_for_uri(&self, uri: Option<&[u8]>) -> Hop {
+        if let Some(Ok(u)) = uri.map(Uri::parse) {
+            if let Some(ip) = u.host.and_then(|h| h.ip()) {
+                let transport = u.transport().and_then(Transport::from_param).unwrap_or(
+                    if u.scheme == Scheme::Sips {
+                        Transport::Tls
+                    } else {
+                        Transport::Udp
+                    },
+                );
+                let port = u.port.unwrap_or(if transport == Transport::Tls {
+                    5061
+                } else {
+                    5060
+                });
+                let addr = SocketAddr::new(ip, port);
+                if let Some(n) = self.cfg.carriers.iter().position(|c| c.address == addr) {
+                    return Hop::Carrier(n as u16);
+                }
+                return Hop::Addr(addr, transport);
+            }
+        }
+        Hop::Carrier(0)
+    }
+
+    /// Sends the request of server transaction `id` to its next candidate,
+    /// or answers it when none is left.
+    fn forward_next(&mut self, now: Instant, id: usize, lh: u32) {
+        let st = &mut self.servers[id];
+        if st.candidates.is_empty() {
+            let peer = st.peer;
+            let req = st.request.take();
+            let Some(req) = req else { return };
+            let ra = self.cfg.retry_after.to_string();
+            self.metrics.no_edge_503 += 1;
+            self.final_local(
+                now,
+                id,
+                &req,
+                peer,
+                503,
+                "Service Unavailable",
+                &[("Retry-After", ra.as_bytes())],
+            );
+            return;
+        }
+        let hop = st.candidates.remove(0);
+        let (dest, transport) = self.hop_addr(hop);
+        let Some(req_owned) = self.servers[id].request.take() else {
+            return;
+        };
+        let req = &req_owned;
+        let st = &self.servers[id];
+        let invite = st.invite;
+        let new_dialog = st.new_dialog;
+        let src_transport = st.peer.transport;
+        let from_edge = st.from_edge;
+        let source_ip = st.peer.addr.ip();
+        let method = req.method().unwrap_or(Method::Other);
+        let dialog_edge = match hop {
+            Hop::Edge(e) => Some(e),
+            _ => from_edge,
+        };
+        let peer_port = st.peer.addr.port();
+        self.gen = self.gen.wrapping_add(1);
+        let gen = self.gen;
+        let slot = self.clients.vacant_key();
+        let branch = crate::branch::make(self.cfg.instance, slot as u32, gen, lh);
+        let ours = self.service_addr(transport);
+        let mut ed = Editor::new(req);
+        let via = format!(
+            "SIP/2.0/{} {};branch={branch};rport",
+            transport.via_name(),
+            SocketAddr::new(ours.ip(), ours.port())
+        );
+        ed.push_via(via.as_bytes());
+        // received when the sent-by is not the source (18.2.1), rport filled (RFC 3581).
+        if let Ok(v) = req.top_via() {
+            let received = (host_ip(&v.host).map(canonical) != Some(canonical(source_ip)))
+                .then_some(source_ip);
+            let rport = v.rport().is_some().then_some(peer_port);
+            ed.set_top_via_received(received, rport);
+        }
+        let mf = req
+            .max_forwards()
+            .ok()
+            .flatten()
+            .map_or(70, |m| m.saturating_sub(1));
+        ed.set_max_forwards(mf);
+        // Our Route(s) go; the rest of the route set stays.
+        let ours_in_route = req
+            .routes()
+            .map_while(|r| {
+                r.ok()
+                    .and_then(|r| r.parsed_uri().ok())
+                    .filter(|u| self.is_our_uri(u))
+            })
+            .count();
+        if ours_in_route == 1 {
+            ed.pop_route();
+        } else if ours_in_route > 1 {
+            let rest: Vec<&[u8]> = req
+                .header_values(HeaderName::Route)
+                .skip(ours_in_route)
+                .collect();
+            ed.remove_header(HeaderName::Route);
+            if !rest.is_empty() {
+                ed.add_header("Route", &rest.join(&b", "[..]));
+            }
+        }
+        if new_dialog && method.creates_dialog() {
+            if let Some(e) = dialog_edge {
+                let name = self.edges.edges[e as usize].config.name.clone();
+                let rr = |t: Transport, a: SocketAddr| {
+                    let ip = fmt_host(a.ip());
+                    format!(
+                        "<sip:{ip}:{};transport={};lr;tve={name}>",
+                        a.port(),
+                        t.param()
+                    )
+                };
+                // Double Record-Route (RFC 5658) when the two legs differ in transport.
+                ed.insert_record_route(rr(transport, ours).as_bytes());
+                if src_transport != transport {
+                    ed.insert_record_route(
+                        rr(src_transport, self.service_addr(src_transport)).as_bytes(),
+                    );
+                }
+            }
+        }
+        if method == Method::Register && from_edge.is_some() {
+            let supports_path = req
+                .header_values(HeaderName::Supported)
+                .any(|v| v.eq_ignore_ascii_case(b"path"));
+            if supports_path {
+                if let Some(e) = from_edge {
+                    let name = &self.edges.edges[e as usize].config.name;
+                    let p = format!(
+                        "<sip:{}:{};transport={};lr;tve={name}>",
+                        fmt_host(ours.ip()),
+                        ours.port(),
+                        transport.param()
+                    );
+                    ed.add_header("Path", p.as_bytes());
+                }
+            }
+        }
+        let mut buf = BytesMut::with_capacity(ed.len());
+        ed.write_to(&mut buf);
+        drop(ed);
+        let payload = buf.freeze();
+        if new_dialog && method == Method::Invite {
+            if let (Some(e), Ok(cid)) = (dialog_edge, req_owned.call_id()) {
+                if self.dialogs.bind(now, cid, e, from_edge.is_some()).is_err() {
+                    let peer = self.servers[id].peer;
+                    let ra = self.cfg.retry_after.to_string();
+                    self.final_local(
+                        now,
+                        id,
+                        &req_owned,
+                        peer,
+                        503,
+                        "Service Unavailable",
+                        &[("Retry-After", ra.as_bytes())],
+                    );
+                    return;
+                }
+            }
+        }
+        self.servers[id].request = Some(req_owned);
+        let interval = self.cfg.timers.t1;
+        let sgen = self.servers[id].gen;
+        let key = self.clients.insert(ClientTxn {
+            gen,
+            server: Some((id, sgen)),
+            hop,
+            dest,
+            transport,
+            request: payload.clone(),
+            invite,
+            state: CState::Trying,
+            got_provisional: false,
+            cancel: Cancel::None,
+            ghost_ack: None,
+            interval,
+            armed: Armed::default(),
+        });
+        debug_assert_eq!(key, slot);
+        self.servers[id].client = Some((slot, gen));
+        self.send(dest, transport, None, payload);
+        let t = self.cfg.timers;
+        if !transport.is_reliable() {
+            self.arm_client(slot, TimerKind::Retransmit, now + t.t1);
+        }
+        self.arm_client(slot, TimerKind::Timeout, now + t.t1 * 64);
+        let more = !self.servers[id].candidates.is_empty();
+        if invite && new_dialog {
+            // Even with no candidate left, an Edge that stays silent counts
+            // against it; the INVITE itself waits for Timer B.
+            let _ = more;
+            self.arm_client(slot, TimerKind::Failover, now + t.failover_after);
+        }
+    }
+
+    fn arm_client(&mut self, slot: usize, kind: TimerKind, at: Instant) {
+        let c = &mut self.clients[slot];
+        c.armed.set(kind, at);
+        let owner = Owner::Client {
+            slot: slot as u32,
+            gen: c.gen,
+        };
+        self.timers.push(at, owner, kind);
+    }
+
+    fn arm_server(&mut self, id: usize, kind: TimerKind, at: Instant) {
+        let s = &mut self.servers[id];
+        s.armed.set(kind, at);
+        let owner = Owner::Server {
+            slot: id as u32,
+            gen: s.gen,
+        };
+        self.timers.push(at, owner, kind);
+    }
+
+    /// Sends a final answer of our own on server transaction `id`.
+    #[allow(clippy::too_many_arguments)]
+    fn final_local(
+        &mut self,
+        now: Instant,
+        id: usize,
+        req: &Message,
+        peer: Peer,
+        code: u16,
+        reason: &str,
+        extra: &[(&str, &[u8])],
+    ) {
+        let resp = self.answer(req, peer, code, reason, extra);
+        if self.servers[id].new_dialog && self.servers[id].invite {
+            if let Ok(cid) = req.call_id() {
+                self.dialogs.end(now, cid);
+            }
+        }
+        self.server_final(now, id, resp, code);
+    }
+
+    /// Moves a server transaction to its state after a final response.
+    fn server_final(&mut self, now: Instant, id: usize, resp: Bytes, code: u16) {
+        let t = self.cfg.timers;
+        let st = &mut self.servers[id];
+        st.last_response = Some(resp);
+        st.request = None;
+        st.candidates.clear();
+        let reliable = st.peer.transport.is_reliable();
+        if st.invite {
+            if (200..300).contains(&code) {
+                st.state = SState::Accepted;
+                // Timer L: forward 2xx retransmissions for 64*T1.
+                self.arm_server(id, TimerKind::ServerLinger, now + t.t1 * 64);
+            } else {
+                st.state = SState::Completed;
+                st.g_interval = t.t1;
+                if !reliable {
+                    self.arm_server(id, TimerKind::ServerRetransmit, now + t.t1);
+                }
+                // Timer H: wait for the ACK.
+                self.arm_server(id, TimerKind::ServerLinger, now + t.t1 * 64);
+            }
+        } else {
+            st.state = SState::Completed;
+            // Timer J: absorb retransmissions (0 on reliable transports).
+            let j = if reliable { Duration::ZERO } else { t.t1 * 64 };
+            self.arm_server(id, TimerKind::ServerLinger, now + j);
+        }
+    }
+
+    fn remove_server(&mut self, id: usize) {
+        if self.servers.contains(id) {
+            let st = self.servers.remove(id);
+            self.server_index.remove(&st.key);
+        }
+    }
+
+    fn on_ack(
+        &mut self,
+        now: Instant,
+        incoming: Incoming,
+        from_edge: Option<usize>,
+        msg: &Message,
+    ) {
+        let Ok(via) = msg.top_via() else { return };
+        // ACK for a non-2xx final: hop by hop, absorbed here.
+        if let Some(key) = server_key(msg, &via, false) {
+            if let Some(&id) = self.server_index.get(&key) {
+                let st = &mut self.servers[id];
+                if st.state == SState::Completed && st.invite {
+                    st.state = SState::Confirmed;
+                    st.armed.clear(TimerKind::ServerRetransmit);
+                    let i = if st.peer.transport.is_reliable() {
+                        Duration::ZERO
+                    } else {
+                        self.cfg.timers.t4
+                    };
+                    self.arm_server(id, TimerKind::ServerLinger, now + i);
+                }
+                self.metrics.retransmissions_absorbed +=
+                    u64::from(self.servers[id].state != SState::Confirmed);
+                return;
+            }
+        }
+        // ACK for a 2xx: end to end, routed like any in-dialog request,
+        // statelessly (it gets no response).
+        let from_edge = from_edge.map(|e| e as u16);
+        let Ok((hops, _)) = self.route(msg, from_edge, true) else {
+            self.metrics.drop(DropReason::StrayAck);
+            return;
+        };
+        let (dest, transport) = self.hop_addr(hops[0]);
+        // A stateless branch: the same ACK always gets the same one.
+        let h = fnv1a(via.branch().unwrap_or(via.raw));
+        let branch = crate::branch::make_stateless(self.cfg.instance, h);
+        let ours = self.service_addr(transport);
+        let mut ed = Editor::new(msg);
+        ed.push_via(
+            format!(
+                "SIP/2.0/{} {ours};branch={branch};rport",
+                transport.via_name()
+            )
+            .as_bytes(),
+        );
+        if let Some(ip) = host_ip(&via.host) {
+            if canonical(ip) != canonical(incoming.source.ip()) {
+                ed.set_top_via_received(Some(incoming.source.ip()), None);
+            }
+        }
+        let mf = msg
+            .max_forwards()
+            .ok()
+            .flatten()
+            .map_or(70, |m| m.saturating_sub(1));
+        ed.set_max_forwards(mf);
+        let ours_in_route = msg
+            .routes()
+            .map_while(|r| {
+                r.ok()
+                    .and_then(|r| r.parsed_uri().ok())
+                    .filter(|u| self.is_our_uri(u))
+            })
+            .count();
+        if ours_in_route == 1 {
+            ed.pop_route();
+        } else if ours_in_route > 1 {
+            let rest: Vec<&[u8]> = msg
+                .header_values(HeaderName::Route)
+                .skip(ours_in_route)
+                .collect();
+            ed.remove_header(HeaderName::Route);
+            if !rest.is_empty() {
+                ed.add_header("Route", &rest.join(&b", "[..]));
+            }
+        }
+        let payload = ed.to_bytes();
+        self.send(dest, transport, None, payload);
+    }
+
+    fn on_cancel(&mut self, now: Instant, peer: Peer, from_edge: Option<usize>, msg: &Message) {
+        let Ok(via) = msg.top_via() else { return };
+        let key = server_key(msg, &via, false).map(|mut k| {
+            k[0] = b'I';
+            k
+        });
+        let invite = key.and_then(|k| self.server_index.get(&k).copied());
+        // CANCEL is answered at once either way (RFC 3261 16.10).
+        let Some(id) = invite else {
+            self.answer(msg, peer, 481, "Call/Transaction Does Not Exist", &[]);
+            let _ = from_edge;
+            return;
+        };
+        self.answer(msg, peer, 200, "OK", &[]);
+        let st = &mut self.servers[id];
+        if st.state != SState::Proceeding || st.cancelled {
+            return;
+        }
+        st.cancelled = true;
+        st.candidates.clear();
+        if let Some((slot, gen)) = st.client {
+            self.cancel_branch(now, slot, gen);
+        }
+    }
+
+    /// CANCELs a client INVITE branch: at once when it had a provisional,
+    /// else as soon as one comes (RFC 3261 section 9.1).
+    fn cancel_branch(&mut self, now: Instant, slot: usize, gen: u32) {
+        let Some(c) = self.clients.get_mut(slot).filter(|c| c.gen == gen) else {
+            return;
+        };
+        if !c.invite
+            || !matches!(c.cancel, Cancel::None)
+            || matches!(c.state, CState::Completed | CState::Accepted)
+        {
+            return;
+        }
+        c.armed.clear(TimerKind::Failover);
+        if !c.got_provisional {
+            c.cancel = Cancel::Pending;
+            return;
+        }
+        let Ok(req) = Message::parse(c.request.clone()) else {
+            return;
+        };
+        let cancel = derived_request(&req, b"CANCEL", None);
+        let (dest, transport) = (c.dest, c.transport);
+        c.cancel = Cancel::Sent {
+            request: cancel.clone(),
+            interval: self.cfg.timers.t1,
+        };
+        // Timer C no longer matters: the CANCEL's own fate decides.
+        self.send(dest, transport, None, cancel);
+        if !transport.is_reliable() {
+            let t1 = self.cfg.timers.t1;
+            self.arm_client(slot, TimerKind::CancelRetransmit, now + t1);
+        }
+    }
+
+    // ----- responses ----------------------------------------------------
+
+    fn on_response(&mut self, now: Instant, incoming: Incoming, msg: Message) {
+        let code = msg.status().unwrap_or(0);
+        self.metrics.responses_in[class(code)] += 1;
+        if msg.validate().is_err() {
+            self.metrics.drop(DropReason::BadResponse);
+            return;
+        }
+        let Ok(via) = msg.top_via() else {
+            self.metrics.drop(DropReason::BadResponse);
+            return;
+        };
+        let parsed = via
+            .branch()
+            .and_then(crate::branch::parse)
+            .filter(|b| b.instance == self.cfg.instance);
+        let Some(b) = parsed else {
+            // Not our transaction: maybe one of the peer host's, in flight
+            // when it died. Forward it statelessly by its Via.
+            if self.is_our_via(&via) {
+                return self.forward_stateless_response(&msg);
+            }
+            self.metrics.drop(DropReason::Unmatched);
+            return;
+        };
+        let slot = b.slot as usize;
+        if self.clients.get(slot).is_none_or(|c| c.gen != b.gen) {
+            // A retransmission after the transaction ended: a stray 2xx
+            // still goes upstream (RFC 6026), anything else is absorbed.
+            if (200..300).contains(&code) && msg.cseq().is_ok_and(|c| c.method == Method::Invite) {
+                return self.forward_stateless_response(&msg);
+            }
+            self.metrics.retransmissions_absorbed += 1;
+            return;
+        }
+        let cseq_method = msg.cseq().map(|c| c.method).unwrap_or(Method::Other);
+        if cseq_method == Method::Cancel {
+            // The answer to our CANCEL: stop retransmitting it.
+            let c = &mut self.clients[slot];
+            if matches!(c.cancel, Cancel::Sent { .. }) {
+                c.cancel = Cancel::Answered;
+                c.armed.clear(TimerKind::CancelRetransmit);
+            }
+            return;
+        }
+        let _ = incoming;
+        self.client_response(now, slot, msg, code);
+    }
+
+    fn forward_stateless_response(&mut self, msg: &Message) {
+        let mut vias = msg.vias();
+        let _ours = vias.next();
+        let Some(Ok(next)) = vias.next() else {
+            self.metrics.drop(DropReason::BadNextHop);
+            return;
+        };
+        let Some(dest) = via_destination(&next) else {
+            self.metrics.drop(DropReason::BadNextHop);
+            return;
+        };
+        let transport = Transport::from_param(next.transport).unwrap_or(Transport::Udp);
+        let mut ed = Editor::new(msg);
+        ed.pop_via();
+        let payload = ed.to_bytes();
+        self.send(dest, transport, None, payload);
+    }
+
+    fn client_response(&mut self, now: Instant, slot: usize, msg: Message, code: u16) {
+        let t = self.cfg.timers;
+        let c = &mut self.clients[slot];
+        let server = c.server;
+        // Any response stops request retransmission and the failover clock.
+        c.armed.clear(TimerKind::Retransmit);
+        c.armed.clear(TimerKind::Failover);
+        if code < 200 {
+            if c.state == CState::Trying {
+                c.state = CState::Proceeding;
+            }
+            if c.invite {
+                // Timer B runs in Calling only; Timer C takes over.
+                c.armed.clear(TimerKind::Timeout);
+            }
+            if code > 100 && c.invite {
+                c.got_provisional = true;
+                if c.armed.get(TimerKind::TimerC).is_none() || code > 100 {
+                    let at = now + t.timer_c;
+                    self.arm_client(slot, TimerKind::TimerC, at);
+                }
+                if matches!(self.clients[slot].cancel, Cancel::Pending) {
+                    self.clients[slot].cancel = Cancel::None;
+                    let gen = self.clients[slot].gen;
+                    self.cancel_branch(now, slot, gen);
+                }
+            }
+            if !self.clients[slot].invite {
+                // Non-INVITE: Timer E keeps running at T2 in Proceeding.
+                let transport = self.clients[slot].transport;
+                if !transport.is_reliable() {
+                    self.clients[slot].interval = t.t2;
+                    self.arm_client(slot, TimerKind::Retransmit, now + t.t2);
+                }
+            }
+            if code == 100 {
+                return;
+            }
+            // A ghost branch that rings: CANCEL it.
+            if server.is_none() {
+                let gen = self.clients[slot].gen;
+                if matches!(self.clients[slot].cancel, Cancel::None) {
+                    self.metrics.ghost_cancels += 1;
+                }
+                self.cancel_branch(now, slot, gen);
+                return;
+            }
+            self.relay_up(now, server, &msg, code);
+            return;
+        }
+        let c = &mut self.clients[slot];
+        let invite = c.invite;
+        let state = c.state;
+        c.armed.clear(TimerKind::TimerC);
+        c.armed.clear(TimerKind::Timeout);
+        if invite && (200..300).contains(&code) {
+            if state != CState::Accepted {
+                c.state = CState::Accepted;
+                // Timer M: 2xx retransmissions are still forwarded.
+                self.arm_client(slot, TimerKind::ClientLinger, now + t.t1 * 64);
+            }
+            if server.is_none() {
+                return self.ghost_2xx(now, slot, &msg);
+            }
+            if let Ok(cid) = msg.call_id() {
+                self.dialogs.confirm(cid);
+            }
+            self.relay_up(now, server, &msg, code);
+            return;
+        }
+        if invite {
+            // Hop-by-hop ACK for every non-2xx final, retransmissions too.
+            if let Ok(req) = Message::parse(c.request.clone()) {
+                let to = msg.header(HeaderName::To);
+                let ack = derived_request(&req, b"ACK", to);
+                let (d, tr) = (c.dest, c.transport);
+                self.send(d, tr, None, ack);
+            }
+            let c = &mut self.clients[slot];
+            if state == CState::Completed {
+                self.metrics.retransmissions_absorbed += 1;
+                return;
+            }
+            c.state = CState::Completed;
+            // Timer D: absorb final retransmissions.
+            let d = if c.transport.is_reliable() {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(32)
+            };
+            self.arm_client(slot, TimerKind::ClientLinger, now + d);
+        } else {
+            if state == CState::Completed {
+                self.metrics.retransmissions_absorbed += 1;
+                return;
+            }
+            c.state = CState::Completed;
+            let k = if c.transport.is_reliable() {
+                Duration::ZERO
+            } else {
+                t.t4
+            };
+            self.arm_client(slot, TimerKind::ClientLinger, now + k);
+        }
+        let Some((sid, sgen)) = server else { return };
+        if self.servers.get(sid).is_none_or(|s| s.gen != sgen) {
+            return;
+        }
+        // 503 (or our own 408) on a new dialog: the next Edge, if any.
+        let hop = self.clients[slot].hop;
+        let st = &self.servers[sid];
+        if code == 503 && st.new_dialog && !st.cancelled && st.state == SState::Proceeding {
+            let lh = st.request.as_ref().map_or(0, loop_hash);
+            if let Hop::Edge(e) = hop {
+                self.events
+                    .push_back(Event::EdgeFailure { edge: e as usize });
+            }
+            self.metrics.failovers += 1;
+            self.servers[sid].client = None;
+            self.clients[slot].server = None;
+            self.forward_next(now, sid, lh);
+            return;
+        }
+        self.relay_up(now, server, &msg, code);
+    }
+
+    /// Forwards a response upstream on its server transaction.
+    fn relay_up(&mut self, now: Instant, server: Option<(usize, u32)>, msg: &Message, code: u16) {
+        let Some((sid, sgen)) = server else { return };
+        let Some(st) = self.servers.get(sid).filter(|s| s.gen == sgen) else {
+            return;
+        };
+        let peer = st.peer;
+        let state = st.state;
+        let invite = st.invite;
+        let new_dialog = st.new_dialog;
+        let call_id = st
+            .request
+            .as_ref()
+            .and_then(|r| r.call_id().ok().map(<[u8]>::to_vec));
+        let method = st.request.as_ref().and_then(Message::method);
+        // After a final answer only 2xx retransmissions of an INVITE pass.
+        if state != SState::Proceeding && !(state == SState::Accepted && (200..300).contains(&code))
+        {
+            self.metrics.retransmissions_absorbed += 1;
+            return;
+        }
+        let mut ed = Editor::new(msg);
+        ed.pop_via();
+        let payload = ed.to_bytes();
+        self.send(peer.addr, peer.transport, peer.connection, payload.clone());
+        if code < 200 {
+            return;
+        }
+        if state == SState::Accepted {
+            return;
+        }
+        if let Some(cid) = call_id {
+            if invite && new_dialog && code >= 300 {
+                self.dialogs.end(now, &cid);
+            }
+            if method == Some(Method::Bye) {
+                self.dialogs.end(now, &cid);
+            }
+        }
+        self.server_final(now, sid, payload, code);
+    }
+
+    /// A 2xx on an abandoned branch: ACK it and hang up, so no ghost call
+    /// stays up on that Edge.
+    fn ghost_2xx(&mut self, now: Instant, slot: usize, resp: &Message) {
+        let ours = self.service_addr(self.clients[slot].transport);
+        let c = &mut self.clients[slot];
+        if let Some(ack) = c.ghost_ack.clone() {
+            let (d, t) = (c.dest, c.transport);
+            self.send(d, t, None, ack);
+            return;
+        }
+        let Ok(req) = Message::parse(c.request.clone()) else {
+            return;
+        };
+        let (dest, transport) = (c.dest, c.transport);
+        let target = resp
+            .contacts()
+            .next()
+            .and_then(|c| c.ok().flatten())
+            .map(|c| c.uri.to_vec())
+            .unwrap_or_else(|| req.request_uri_bytes().unwrap_or_default().to_vec());
+        let to = resp.header(HeaderName::To).unwrap_or_default();
+        let seq = req.cseq().map(|c| c.seq).unwrap_or(1);
+        let lh = loop_hash(&req);
+        let mk = |branch: &str, method: &[u8], seq: u32| {
+            let mut b = Builder::request(method, &target);
+            b.push(
+                "Via",
+                format!(
+                    "SIP/2.0/{} {ours};branch={branch};rport",
+                    transport.via_name()
+                )
+                .as_bytes(),
+            );
+            b.push("Max-Forwards", b"70");
+            b.copy_from(&req, HeaderName::From);
+            b.push("To", to);
+            b.copy_from(&req, HeaderName::CallId);
+            b.push_display(
+                "CSeq",
+                format_args!("{seq} {}", String::from_utf8_lossy(method)),
+            );
+            b.finish()
+        };
+        let ack_branch = crate::branch::make_stateless(self.cfg.instance, fnv1a(&c.request));
+        let ack = mk(&ack_branch, b"ACK", seq);
+        c.ghost_ack = Some(ack.clone());
+        self.send(dest, transport, None, ack);
+        // The BYE is a client transaction of our own.
+        let gen = self.next_gen();
+        let bslot = self.clients.vacant_key();
+        let branch = crate::branch::make(self.cfg.instance, bslot as u32, gen, lh);
+        let bye = mk(&branch, b"BYE", seq.wrapping_add(1));
+        let hop = self.clients[slot].hop;
+        self.clients.insert(ClientTxn {
+            gen,
+            server: None,
+            hop,
+            dest,
+            transport,
+            request: bye.clone(),
+            invite: false,
+            state: CState::Trying,
+            got_provisional: false,
+            cancel: Cancel::None,
+            ghost_ack: None,
+            interval: self.cfg.timers.t1,
+            armed: Armed::default(),
+        });
+        self.metrics.ghost_byes += 1;
+        self.send(dest, transport, None, bye);
+        let t = self.cfg.timers;
+        if !transport.is_reliable() {
+            self.arm_client(bslot, TimerKind::Retransmit, now + t.t1);
+        }
+        self.arm_client(bslot, TimerKind::Timeout, now + t.t1 * 64);
+    }
+
+    /// The shell could not send toward `dest`: every branch waiting there
+    /// fails over now, as on a 503.
+    pub(crate) fn connection_failed(
+        &mut self,
+        now: Instant,
+        dest: SocketAddr,
+        transport: Transport,
+    ) {
+        let hit: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| {
+                c.dest == dest && c.transport == transport && matches!(c.state, CState::Trying)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for slot in hit {
+            self.branch_failed(now, slot, "transport error");
+        }
+    }
+
+    /// A branch that gave nothing: abandon it and try the next hop.
+    fn branch_failed(&mut self, now: Instant, slot: usize, _why: &str) {
+        let c = &mut self.clients[slot];
+        c.armed.clear(TimerKind::Failover);
+        let hop = c.hop;
+        let Some((sid, sgen)) = c.server else { return };
+        if let Hop::Edge(e) = hop {
+            self.events
+                .push_back(Event::EdgeFailure { edge: e as usize });
+        }
+        let Some(st) = self.servers.get(sid).filter(|s| s.gen == sgen) else {
+            return;
+        };
+        if st.cancelled || st.state != SState::Proceeding || !st.new_dialog {
+            return;
+        }
+        if st.candidates.is_empty() && c.invite {
+            // Nobody else to try: let this branch run to Timer B.
+            return;
+        }
+        self.metrics.failovers += 1;
+        // Abandoned: late answers are CANCELled or hung up.
+        self.clients[slot].server = None;
+        self.servers[sid].client = None;
+        let lh = self.servers[sid].request.as_ref().map_or(0, loop_hash);
+        self.forward_next(now, sid, lh);
+    }
+
+    // ----- timers -------------------------------------------------------
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        while let Some((at, owner, kind)) = self.timers.pop_due(now) {
+            match owner {
+                Owner::Sweep => {
+                    self.dialogs.sweep(now);
+                    self.next_sweep = now + SWEEP_EVERY;
+                    self.timers
+                        .push(self.next_sweep, Owner::Sweep, TimerKind::ServerLinger);
+                }
+                Owner::Client { slot, gen } => {
+                    let slot = slot as usize;
+                    let live = self
+                        .clients
+                        .get_mut(slot)
+                        .filter(|c| c.gen == gen)
+                        .is_some_and(|c| c.armed.take_if(kind, at));
+                    if live {
+                        self.client_timer(now, slot, kind);
+                    }
+                }
+                Owner::Server { slot, gen } => {
+                    let id = slot as usize;
+                    let live = self
+                        .servers
+                        .get_mut(id)
+                        .filter(|s| s.gen == gen)
+                        .is_some_and(|s| s.armed.take_if(kind, at));
+                    if live {
+                        self.server_timer(now, id, kind);
+                    }
+                }
+            }
+        }
+    }
+
+    fn client_timer(&mut self, now: Instant, slot: usize, kind: TimerKind) {
+        let t = self.cfg.timers;
+        match kind {
+            TimerKind::Retransmit => {
+                let c = &mut self.clients[slot];
+                let (d, tr, r) = (c.dest, c.transport, c.request.clone());
+                c.interval = if c.invite {
+                    c.interval * 2
+                } else {
+                    (c.interval * 2).min(t.t2)
+                };
+                let next = now + c.interval;
+                self.metrics.retransmissions_sent += 1;
+                self.send(d, tr, None, r);
+                self.arm_client(slot, TimerKind::Retransmit, next);
+            }
+            TimerKind::CancelRetransmit => {
+                let c = &mut self.clients[slot];
+                if let Cancel::Sent { request, interval } = &mut c.cancel {
+                    *interval = (*interval * 2).min(t.t2);
+                    let next = now + *interval;
+                    let (d, tr, r) = (c.dest, c.transport, request.clone());
+                    self.metrics.retransmissions_sent += 1;
+                    self.send(d, tr, None, r);
+                    self.arm_client(slot, TimerKind::CancelRetransmit, next);
+                }
+            }
+            TimerKind::Failover => self.branch_failed(now, slot, "no answer"),
+            TimerKind::TimerC => {
+                // Ringing too long: CANCEL it; the 487 ends the call.
+                let gen = self.clients[slot].gen;
+                self.cancel_branch(now, slot, gen);
+                let at = now + t.t1 * 64;
+                self.arm_client(slot, TimerKind::Timeout, at);
+            }
+            TimerKind::Timeout => {
+                // Timer B or F: no final answer. 408 upstream (RFC 3261
+                // 16.8), or the next Edge first for a new dialog.
+                let c = self.clients.remove(slot);
+                let Some((sid, sgen)) = c.server else { return };
+                let Some(st) = self.servers.get(sid).filter(|s| s.gen == sgen) else {
+                    return;
+                };
+                if st.state != SState::Proceeding {
+                    return;
+                }
+                if let Hop::Edge(e) = c.hop {
+                    if !c.got_provisional {
+                        self.events
+                            .push_back(Event::EdgeFailure { edge: e as usize });
+                    }
+                }
+                let cancelled = st.cancelled;
+                if st.new_dialog && !cancelled && !st.candidates.is_empty() {
+                    self.metrics.failovers += 1;
+                    let lh = st.request.as_ref().map_or(0, loop_hash);
+                    self.servers[sid].client = None;
+                    self.forward_next(now, sid, lh);
+                    return;
+                }
+                let Some(req) = self.servers[sid].request.take() else {
+                    return;
+                };
+                let peer = self.servers[sid].peer;
+                let (code, reason) = if cancelled {
+                    (487, "Request Terminated")
+                } else {
+                    (408, "Request Timeout")
+                };
+                self.final_local(now, sid, &req, peer, code, reason, &[]);
+            }
+            TimerKind::ClientLinger => {
+                self.clients.remove(slot);
+            }
+            _ => {}
+        }
+    }
+
+    fn server_timer(&mut self, now: Instant, id: usize, kind: TimerKind) {
+        let t = self.cfg.timers;
+        match kind {
+            TimerKind::ServerRetransmit => {
+                let st = &mut self.servers[id];
+                if st.state != SState::Completed {
+                    return;
+                }
+                st.g_interval = (st.g_interval * 2).min(t.t2);
+                let next = now + st.g_interval;
+                if let Some(r) = st.last_response.clone() {
+                    let p = st.peer;
+                    self.metrics.retransmissions_sent += 1;
+                    self.send(p.addr, p.transport, p.connection, r);
+                }
+                self.arm_server(id, TimerKind::ServerRetransmit, next);
+            }
+            TimerKind::ServerLinger => self.remove_server(id),
+            _ => {}
+        }
+    }
+
+    /// Approximate bytes held by live transactions (buffers included).
+    pub(crate) fn transaction_bytes(&self) -> usize {
+        let s: usize = self
+            .servers
+            .iter()
+            .map(|(_, s)| {
+                std::mem::size_of::<ServerTxn>()
+                    + s.key.len()
+                    + s.request
+                        .as_ref()
+                        .map_or(0, |r| r.as_bytes().len() + r.header_count() * 24)
+                    + s.last_response.as_ref().map_or(0, Bytes::len)
+                    + s.candidates.capacity() * std::mem::size_of::<Hop>()
+            })
+            .sum();
+        let c: usize = self
+            .clients
+            .iter()
+            .map(|(_, c)| std::mem::size_of::<ClientTxn>() + c.request.len())
+            .sum();
+        s + c + self.server_index.len() * (std::mem::size_of::<(Box<[u8]>, usize)>() + 1)
+    }
+
+    pub(crate) fn timers_len(&self) -> usize {
+        self.timers.len()
+    }
+}
+
+/// Where a response goes by a Via: received, rport, sent-by (RFC 3261
+/// 18.2.2). Broadcast and unspecified addresses are refused.
+fn via_destination(v: &Via<'_>) -> Option<SocketAddr> {
+    let ip: IpAddr = match v.received() {
+        Some(r) => {
+            let r = std::str::from_utf8(r).ok()?;
+            r.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .ok()?
+        }
+        None => v.host.ip()?,
+    };
+    let bad = match ip {
+        IpAddr::V4(a) => a.is_broadcast() || a.is_unspecified() || a.is_multicast(),
+        IpAddr::V6(a) => a.is_unspecified() || a.is_multicast(),
+    };
+    if bad {
+        return None;
+    }
+    let port = v.rport().flatten().or(v.port).unwrap_or(5060);
+    Some(SocketAddr::new(ip, port))
+}
+
+/// CANCEL or ACK built from the INVITE we sent (RFC 3261 9.1, 17.1.1.3):
+/// same Request-URI, our top Via only, same From, Call-ID, CSeq number and
+/// Route; To from the response for an ACK.
+fn derived_request(invite: &Message, method: &[u8], to: Option<&[u8]>) -> Bytes {
+    let mut b = Builder::request(method, invite.request_uri_bytes().unwrap_or_default());
+    if let Some(Ok(v)) = invite.vias().next() {
+        b.push("Via", v.raw);
+    }
+    b.push("Max-Forwards", b"70");
+    b.copy_from(invite, HeaderName::From);
+    match to {
+        Some(t) => b.push("To", t),
+        None => b.copy_from(invite, HeaderName::To),
+    }
+    b.copy_from(invite, HeaderName::CallId);
+    let seq = invite.cseq().map(|c| c.seq).unwrap_or(1);
+    b.push_display(
+        "CSeq",
+        format_args!("{seq} {}", String::from_utf8_lossy(method)),
+    );
+    b.copy_from(invite, HeaderName::Route);
+    b.finish()
+}

@@ -1,0 +1,665 @@
+//! Call flows through the core: carrier -> proxy -> Edges, and back.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use trunkvip_sip::{HeaderName, Message, Method};
+
+const MS: Duration = Duration::from_millis(1);
+
+/// INVITE from the carrier; returns the INVITE as the Edge got it.
+fn place(sim: &mut Sim, call: &str, edge: usize) -> Message {
+    sim.carrier_sends(invite(call, &format!("z9hG4bK-{call}-1")));
+    let mut out = sim.take();
+    assert_eq!(out.len(), 2, "100 Trying and the INVITE");
+    let (to, trying) = out.remove(0);
+    assert_eq!((to, trying.status()), (addr(CARRIER), Some(100)));
+    let (to, inv) = out.remove(0);
+    assert_eq!(to, edge_addr(edge));
+    inv
+}
+
+#[test]
+fn a_complete_call_with_record_route() {
+    let mut sim = Sim::new(&[1, 2]);
+    let inv = place(&mut sim, "call-1", 0);
+    // Our Via on top, theirs below with rport filled; RR with the Edge name.
+    let vias: Vec<_> = inv.vias().map(|v| v.unwrap()).collect();
+    assert_eq!(vias.len(), 2);
+    assert_eq!(vias[0].sent_by, b"198.51.100.10:5060");
+    assert!(vias[0].has_rfc3261_branch());
+    assert_eq!(vias[1].rport(), Some(Some(5060)));
+    assert_eq!(inv.max_forwards().unwrap(), Some(69));
+    let rr = inv.record_routes().next().unwrap().unwrap();
+    assert_eq!(
+        rr.uri,
+        b"sip:198.51.100.10:5060;transport=udp;lr;tve=EDGE-1"
+    );
+    assert_eq!(
+        inv.request_uri_bytes().unwrap(),
+        b"sip:+15551234@198.51.100.10"
+    );
+    assert_eq!(
+        inv.body(),
+        invite("x", "y")
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap()
+            .as_bytes()
+    );
+
+    sim.edge_sends(0, reply(&inv, 100, "e1"));
+    sim.nothing_sent();
+    sim.edge_sends(0, reply(&inv, 180, "e1"));
+    let ringing = sim.one_to(addr(CARRIER));
+    assert_eq!(ringing.status(), Some(180));
+    assert_eq!(ringing.vias().count(), 1, "our Via popped");
+    sim.edge_sends(0, reply(&inv, 200, "e1"));
+    let ok = sim.one_to(addr(CARRIER));
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(ok.record_routes().count(), 1);
+    assert_eq!(sim.core.status()[0].active_dialogs, 1);
+
+    // ACK and BYE from the carrier carry our Record-Route as Route.
+    let route = "Route: <sip:198.51.100.10:5060;transport=udp;lr;tve=EDGE-1>\r\n";
+    sim.carrier_sends(request(
+        "ACK",
+        "sip:edge@198.51.100.21:5060",
+        "call-1",
+        "z9hG4bK-ack1",
+        1,
+        Some("e1"),
+        route,
+    ));
+    let ack = sim.one_to(edge_addr(0));
+    assert_eq!(ack.method(), Some(Method::Ack));
+    assert_eq!(ack.routes().count(), 0, "our Route removed");
+    assert_eq!(ack.vias().count(), 2);
+    sim.carrier_sends(request(
+        "BYE",
+        "sip:edge@198.51.100.21:5060",
+        "call-1",
+        "z9hG4bK-bye1",
+        2,
+        Some("e1"),
+        route,
+    ));
+    let bye = sim.one_to(edge_addr(0));
+    assert_eq!(bye.method(), Some(Method::Bye));
+    sim.edge_sends(0, reply(&bye, 200, "e1"));
+    let ok = sim.one_to(addr(CARRIER));
+    assert_eq!(
+        (ok.status(), ok.cseq().unwrap().method),
+        (Some(200), Method::Bye)
+    );
+    assert_eq!(sim.core.status()[0].active_dialogs, 0);
+    // Everything ends.
+    sim.advance(Duration::from_secs(40));
+    sim.take();
+    assert_eq!(sim.core.in_flight(), 0);
+    assert_eq!(
+        sim.core.dialogs(),
+        0,
+        "the dialog is forgotten after the grace time"
+    );
+}
+
+#[test]
+fn bye_without_route_follows_call_id_affinity_both_ways() {
+    let mut sim = Sim::new(&[1, 1]);
+    sim.carrier_sends(invite("aff-1", "z9hG4bK-aff-1"));
+    let edge = sim.take()[1].0;
+    let edge = (0..2).find(|n| edge_addr(*n) == edge).unwrap();
+    // Whatever Edge it went to, a BYE straight to the Request-URI finds it.
+    sim.carrier_sends(request(
+        "BYE",
+        "sip:+15551234@198.51.100.10",
+        "aff-1",
+        "z9hG4bK-b",
+        2,
+        Some("e"),
+        "",
+    ));
+    let all = sim.take();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].0, edge_addr(edge));
+    // And from the Edge to the carrier.
+    let mut sim = Sim::new(&[1, 2]);
+    place(&mut sim, "aff-2", 0);
+    sim.edge_sends(
+        0,
+        request(
+            "BYE",
+            "sip:carrier@198.51.100.2:5060",
+            "aff-2",
+            "z9hG4bK-eb",
+            1,
+            Some("x"),
+            "",
+        ),
+    );
+    let bye = sim.one_to(addr(CARRIER));
+    assert_eq!(bye.method(), Some(Method::Bye));
+}
+
+#[test]
+fn silent_edge_fails_over_in_failover_after_and_ghosts_are_cleaned() {
+    let mut sim = Sim::new(&[1, 2]);
+    let inv1 = place(&mut sim, "fo-1", 0);
+    sim.advance(249 * MS);
+    sim.nothing_sent();
+    sim.advance(2 * MS);
+    let inv2 = sim.one_to(edge_addr(1));
+    assert_eq!(inv2.method(), Some(Method::Invite));
+    assert_ne!(branch_of(&inv1), branch_of(&inv2), "a new branch");
+    assert!(matches!(
+        sim.events[0],
+        trunkvip_proxy::Event::EdgeFailure { edge: 0 }
+    ));
+    assert_eq!(sim.core.metrics().failovers, 1);
+    // The second Edge answers; the carrier sees one call.
+    sim.edge_sends(1, reply(&inv2, 180, "e2"));
+    assert_eq!(sim.one_to(addr(CARRIER)).status(), Some(180));
+    sim.edge_sends(1, reply(&inv2, 200, "e2"));
+    assert_eq!(sim.one_to(addr(CARRIER)).status(), Some(200));
+    // The first Edge wakes up late: its 180 is CANCELled...
+    sim.edge_sends(0, reply(&inv1, 180, "e1"));
+    let cancel = sim.one_to(edge_addr(0));
+    assert_eq!(cancel.method(), Some(Method::Cancel));
+    assert_eq!(branch_of(&cancel), branch_of(&inv1));
+    // ...and its 200 is ACKed and hung up.
+    sim.edge_sends(0, reply(&inv1, 200, "e1"));
+    let out = sim.sent_to(edge_addr(0));
+    let methods: Vec<_> = out.iter().map(|m| m.method()).collect();
+    assert_eq!(methods, vec![Some(Method::Ack), Some(Method::Bye)]);
+    assert_eq!(
+        out[1].request_uri_bytes().unwrap(),
+        b"sip:edge@198.51.100.21:5060"
+    );
+    assert_eq!(out[1].to().unwrap().tag(), Some(&b"e1"[..]));
+    assert_eq!(out[1].cseq().unwrap().seq, 2);
+    assert_eq!(sim.core.metrics().ghost_byes, 1);
+    // The dialog stays on the Edge that answered.
+    assert_eq!(sim.core.status()[1].active_dialogs, 1);
+    assert_eq!(sim.core.status()[0].active_dialogs, 0);
+}
+
+#[test]
+fn edge_503_fails_over_and_gets_its_ack() {
+    let mut sim = Sim::new(&[1, 2]);
+    let inv1 = place(&mut sim, "503-1", 0);
+    sim.edge_sends(0, reply(&inv1, 503, "e1"));
+    let out = sim.take();
+    assert_eq!(out.len(), 2);
+    assert_eq!(
+        (out[0].0, out[0].1.method()),
+        (edge_addr(0), Some(Method::Ack))
+    );
+    assert_eq!(
+        branch_of(&out[0].1),
+        branch_of(&inv1),
+        "hop-by-hop ACK on the INVITE's branch"
+    );
+    assert_eq!(
+        (out[1].0, out[1].1.method()),
+        (edge_addr(1), Some(Method::Invite))
+    );
+}
+
+#[test]
+fn no_candidate_left_gives_503_with_retry_after() {
+    let mut sim = Sim::new(&[1, 2]);
+    let inv1 = place(&mut sim, "all-503", 0);
+    sim.edge_sends(0, reply(&inv1, 503, "e1"));
+    let inv2 = sim.take().pop().unwrap().1;
+    sim.edge_sends(1, reply(&inv2, 503, "e2"));
+    let out = sim.take();
+    let to_carrier: Vec<_> = out.iter().filter(|x| x.0 == addr(CARRIER)).collect();
+    assert_eq!(to_carrier.len(), 1);
+    assert_eq!(to_carrier[0].1.status(), Some(503));
+    assert_eq!(
+        header(&to_carrier[0].1, "Retry-After").as_deref(),
+        Some("5")
+    );
+    // The carrier's ACK is absorbed.
+    sim.carrier_sends(request(
+        "ACK",
+        "sip:+15551234@198.51.100.10",
+        "all-503",
+        "z9hG4bK-all-503-1",
+        1,
+        Some("tv51"),
+        "",
+    ));
+    sim.nothing_sent();
+}
+
+#[test]
+fn no_healthy_edge_gives_503_at_once_and_health_follows_the_thresholds() {
+    let mut cfg = config(&[1, 2]);
+    cfg.health_probing = true;
+    cfg.health.interval = Duration::from_secs(1);
+    cfg.health.timeout = Duration::from_millis(500);
+    let mut sim = Sim::with(cfg);
+    // Probes leave for both Edges; nobody answers.
+    sim.advance(Duration::from_millis(200));
+    let probes = sim.take();
+    assert_eq!(probes.len(), 2);
+    assert!(probes.iter().all(|p| p.1.method() == Some(Method::Options)));
+    assert!(
+        probes
+            .iter()
+            .all(|p| p.1.top_via().unwrap().sent_by.starts_with(b"198.51.100.11")),
+        "probes leave from the host address"
+    );
+    sim.advance(Duration::from_millis(2200));
+    assert!(sim.edge_healthy(0), "two failures of three");
+    sim.advance(Duration::from_secs(1));
+    assert!(!sim.edge_healthy(0) && !sim.edge_healthy(1));
+    sim.take();
+    sim.carrier_sends(invite("none", "z9hG4bK-none"));
+    let r = sim.one_to(addr(CARRIER));
+    assert_eq!(r.status(), Some(503));
+    assert!(r.header(HeaderName::RetryAfter).is_some());
+    // The carrier's OPTIONS ping to the VIP now gets 503 too.
+    sim.carrier_sends(request(
+        "OPTIONS",
+        "sip:198.51.100.10",
+        "ping-1",
+        "z9hG4bK-ping1",
+        1,
+        None,
+        "",
+    ));
+    assert_eq!(sim.one_to(addr(CARRIER)).status(), Some(503));
+    // Edge 2 answers five probes in a row: Healthy again.
+    for n in 0..5 {
+        sim.advance(Duration::from_secs(1));
+        let probes = sim.take();
+        let p = probes
+            .iter()
+            .find(|p| p.0 == edge_addr(1))
+            .unwrap_or_else(|| panic!("probe {n}"));
+        let reply = reply(&p.1, 200, "x");
+        sim.edge_sends(1, reply);
+        assert_eq!(sim.edge_healthy(1), n == 4, "after {} successes", n + 1);
+    }
+    sim.carrier_sends(request(
+        "OPTIONS",
+        "sip:198.51.100.10",
+        "ping-2",
+        "z9hG4bK-ping2",
+        1,
+        None,
+        "",
+    ));
+    assert_eq!(sim.one_to(addr(CARRIER)).status(), Some(200));
+    sim.carrier_sends(invite("back", "z9hG4bK-back"));
+    let out = sim.take();
+    assert_eq!(
+        out[1].0,
+        edge_addr(1),
+        "new calls go to the Edge that came back"
+    );
+}
+
+#[test]
+fn cancel_before_any_provisional_waits_for_one() {
+    let mut sim = Sim::new(&[1]);
+    let inv = place(&mut sim, "c1", 0);
+    sim.edge_sends(0, reply(&inv, 100, "e"));
+    sim.carrier_sends(request(
+        "CANCEL",
+        "sip:+15551234@198.51.100.10",
+        "c1",
+        "z9hG4bK-c1-1",
+        1,
+        None,
+        "",
+    ));
+    let ok = sim.one_to(addr(CARRIER));
+    assert_eq!(
+        (ok.status(), ok.cseq().unwrap().method),
+        (Some(200), Method::Cancel)
+    );
+    sim.advance(Duration::from_millis(300));
+    sim.nothing_sent();
+    sim.edge_sends(0, reply(&inv, 180, "e"));
+    let out = sim.take();
+    let cancel = out
+        .iter()
+        .find(|x| x.0 == edge_addr(0))
+        .expect("CANCEL once a provisional came");
+    assert_eq!(cancel.1.method(), Some(Method::Cancel));
+    assert_eq!(branch_of(&cancel.1), branch_of(&inv));
+    let mut cancel_ok = reply(&cancel.1, 200, "e").to_vec();
+    let _ = &mut cancel_ok;
+    sim.edge_sends(0, cancel_ok);
+    sim.edge_sends(0, reply(&inv, 487, "e"));
+    let out = sim.take();
+    let to_edge: Vec<_> = out.iter().filter(|x| x.0 == edge_addr(0)).collect();
+    assert_eq!(to_edge.len(), 1);
+    assert_eq!(to_edge[0].1.method(), Some(Method::Ack));
+    let up: Vec<_> = out.iter().filter(|x| x.0 == addr(CARRIER)).collect();
+    assert_eq!(up[0].1.status(), Some(487));
+    // CANCEL stopped failover: no INVITE went anywhere else.
+    assert_eq!(sim.core.metrics().failovers, 0);
+}
+
+#[test]
+fn cancel_of_a_ringing_call_goes_at_once() {
+    let mut sim = Sim::new(&[1, 2]);
+    let inv = place(&mut sim, "c2", 0);
+    sim.edge_sends(0, reply(&inv, 180, "e"));
+    sim.take();
+    sim.carrier_sends(request(
+        "CANCEL",
+        "sip:+15551234@198.51.100.10",
+        "c2",
+        "z9hG4bK-c2-1",
+        1,
+        None,
+        "",
+    ));
+    let out = sim.take();
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].1.status(), Some(200));
+    assert_eq!(out[1].1.method(), Some(Method::Cancel));
+    // Unanswered, the CANCEL is retransmitted on UDP.
+    sim.advance(Duration::from_millis(600));
+    assert_eq!(sim.one_to(edge_addr(0)).method(), Some(Method::Cancel));
+}
+
+#[test]
+fn retransmissions_are_absorbed_or_answered_from_state() {
+    let mut sim = Sim::new(&[1]);
+    let inv = place(&mut sim, "rt", 0);
+    // The carrier re-sends its INVITE: 100 again, nothing to the Edge.
+    sim.carrier_sends(invite("rt", "z9hG4bK-rt-1"));
+    assert_eq!(sim.one_to(addr(CARRIER)).status(), Some(100));
+    assert_eq!(sim.core.metrics().retransmissions_absorbed, 1);
+    // The Edge's 200 retransmissions are forwarded (RFC 6026).
+    sim.edge_sends(0, reply(&inv, 200, "e"));
+    assert_eq!(sim.one_to(addr(CARRIER)).status(), Some(200));
+    sim.edge_sends(0, reply(&inv, 200, "e"));
+    assert_eq!(sim.one_to(addr(CARRIER)).status(), Some(200));
+}
+
+#[test]
+fn silent_single_edge_gets_timer_a_retransmissions_then_408() {
+    let mut sim = Sim::new(&[1]);
+    place(&mut sim, "ta", 0);
+    let mut at = vec![];
+    let start = sim.now;
+    for _ in 0..132 {
+        sim.advance(Duration::from_millis(250));
+        for (d, m) in sim.take() {
+            at.push((
+                (sim.now - start).as_millis() / 250 * 250,
+                d,
+                m.status().unwrap_or(0),
+            ));
+        }
+    }
+    let retrans: Vec<_> = at
+        .iter()
+        .filter(|x| x.1 == edge_addr(0))
+        .map(|x| x.0)
+        .collect();
+    assert_eq!(
+        retrans,
+        vec![500, 1500, 3500, 7500, 15500, 31500],
+        "Timer A doubles from T1"
+    );
+    let finals: Vec<_> = at.iter().filter(|x| x.1 == addr(CARRIER)).collect();
+    assert_eq!(finals[0].2, 408);
+    assert_eq!(finals[0].0, 32000, "Timer B is 64*T1");
+    // Unacknowledged, the 408 is retransmitted by Timer G.
+    assert!(finals.len() > 1 && finals.iter().all(|f| f.2 == 408));
+}
+
+#[test]
+fn re_invite_stays_on_its_edge_even_when_it_turned_unhealthy() {
+    let mut sim = Sim::new(&[1, 2]);
+    let inv = place(&mut sim, "re", 0);
+    sim.edge_sends(0, reply(&inv, 200, "e"));
+    sim.take();
+    sim.core.set_edge_health(0, false);
+    let route = "Route: <sip:198.51.100.10:5060;transport=udp;lr;tve=EDGE-1>\r\n";
+    sim.carrier_sends(request(
+        "INVITE",
+        "sip:edge@198.51.100.21:5060",
+        "re",
+        "z9hG4bK-re2",
+        2,
+        Some("e"),
+        route,
+    ));
+    let out = sim.take();
+    assert_eq!(out[1].0, edge_addr(0));
+}
+
+#[test]
+fn outbound_call_from_an_edge_binds_both_directions() {
+    let mut sim = Sim::new(&[1, 2]);
+    sim.edge_sends(
+        1,
+        request(
+            "INVITE",
+            "sip:+15559876@198.51.100.10",
+            "out-1",
+            "z9hG4bK-o1",
+            1,
+            None,
+            "",
+        ),
+    );
+    let out = sim.take();
+    assert_eq!(out[0].1.status(), Some(100));
+    assert_eq!(out[0].0, edge_addr(1));
+    assert_eq!(out[1].0, addr(CARRIER));
+    let inv = out[1].1.clone();
+    assert!(inv
+        .record_routes()
+        .next()
+        .unwrap()
+        .unwrap()
+        .uri
+        .ends_with(b"tve=EDGE-2"));
+    sim.carrier_sends(reply(&inv, 200, "c"));
+    assert_eq!(sim.one_to(edge_addr(1)).status(), Some(200));
+    // The carrier's BYE, sent with no Route, reaches the Edge that called.
+    sim.carrier_sends(request(
+        "BYE",
+        "sip:edge@198.51.100.22",
+        "out-1",
+        "z9hG4bK-ob",
+        1,
+        Some("x"),
+        "",
+    ));
+    assert_eq!(sim.one_to(edge_addr(1)).method(), Some(Method::Bye));
+}
+
+#[test]
+fn register_from_an_edge_gets_path() {
+    let mut sim = Sim::new(&[1]);
+    let reg = request(
+        "REGISTER",
+        "sip:198.51.100.2",
+        "reg-1",
+        "z9hG4bK-r1",
+        1,
+        None,
+        "Supported: path\r\n",
+    );
+    sim.edge_sends(0, reg);
+    let r = sim.one_to(addr(CARRIER));
+    assert_eq!(
+        header(&r, "Path").as_deref(),
+        Some("<sip:198.51.100.10:5060;transport=udp;lr;tve=EDGE-1>")
+    );
+    sim.carrier_sends(reply(&r, 200, "c"));
+    assert_eq!(sim.one_to(edge_addr(0)).status(), Some(200));
+}
+
+#[test]
+fn request_checks_answer_with_the_right_code() {
+    let mut sim = Sim::new(&[1]);
+    let mut mf0 = invite("mf0", "z9hG4bK-mf0");
+    mf0 = mf0.replace("Max-Forwards: 70", "Max-Forwards: 0");
+    sim.carrier_sends(&mf0);
+    assert_eq!(sim.one_to(addr(CARRIER)).status(), Some(483));
+    sim.carrier_sends(
+        request(
+            "OPTIONS",
+            "sip:x@198.51.100.21",
+            "o0",
+            "z9hG4bK-o0",
+            1,
+            None,
+            "",
+        )
+        .replace("Max-Forwards: 70", "Max-Forwards: 0"),
+    );
+    assert_eq!(
+        sim.one_to(addr(CARRIER)).status(),
+        Some(200),
+        "OPTIONS with Max-Forwards 0 is answered by the proxy"
+    );
+    sim.carrier_sends(request(
+        "INVITE",
+        "sip:x@198.51.100.10",
+        "pr",
+        "z9hG4bK-pr",
+        1,
+        None,
+        "Proxy-Require: foo, bar\r\n",
+    ));
+    let r = sim.one_to(addr(CARRIER));
+    assert_eq!(r.status(), Some(420));
+    assert_eq!(header(&r, "Unsupported").as_deref(), Some("foo, bar"));
+    sim.carrier_sends(request(
+        "INVITE",
+        "mailto:x@example.com",
+        "sch",
+        "z9hG4bK-sch",
+        1,
+        None,
+        "",
+    ));
+    assert_eq!(sim.one_to(addr(CARRIER)).status(), Some(416));
+    sim.carrier_sends(invite("bad", "z9hG4bK-bad").replace("CSeq: 1 INVITE", "CSeq: 1 BYE"));
+    let r = sim.one_to(addr(CARRIER));
+    assert_eq!(r.status(), Some(400));
+    assert_eq!(
+        r.reason(),
+        Some(&b"Bad Request (CSeq method does not match)"[..])
+    );
+    sim.carrier_sends(
+        invite("nocid", "z9hG4bK-n")
+            .replace("Content-Length: ", "Content-Length: 9")
+            .replace("Call-ID: nocid\r\n", ""),
+    );
+    let r = sim.one_to(addr(CARRIER));
+    assert_eq!(r.status(), Some(400), "unparseable, but a usable Via");
+}
+
+#[test]
+fn a_looping_request_gets_482() {
+    let mut sim = Sim::new(&[1]);
+    let inv = place(&mut sim, "loop", 0);
+    // The Edge (misconfigured) sends our INVITE straight back to us.
+    sim.edge_sends(0, inv.as_bytes());
+    let out = sim.take();
+    let r = out.iter().find(|x| x.1.status() == Some(482));
+    assert!(
+        r.is_some(),
+        "got {:?}",
+        out.iter().map(|x| first_line(&x.1)).collect::<Vec<_>>()
+    );
+    assert_eq!(sim.core.metrics().loops_detected, 1);
+}
+
+#[test]
+fn sources_outside_carrier_allow_are_dropped_silently() {
+    let mut cfg = config(&[1]);
+    cfg.carrier_allow = vec!["198.51.100.0/28".parse().unwrap()];
+    let mut sim = Sim::with(cfg);
+    sim.deliver(addr("203.0.113.9:5060"), invite("evil", "z9hG4bK-e"));
+    sim.nothing_sent();
+    assert_eq!(
+        sim.core
+            .metrics()
+            .dropped(trunkvip_proxy::DropReason::NotAllowed),
+        1
+    );
+    sim.carrier_sends(invite("ok", "z9hG4bK-ok"));
+    assert_eq!(sim.take().len(), 2);
+}
+
+#[test]
+fn non_invite_timeout_gives_408() {
+    let mut sim = Sim::new(&[1]);
+    sim.carrier_sends(request(
+        "MESSAGE",
+        "sip:agent@198.51.100.10",
+        "msg",
+        "z9hG4bK-m",
+        1,
+        None,
+        "",
+    ));
+    let m = sim.one_to(edge_addr(0));
+    assert_eq!(m.method(), Some(Method::Message));
+    sim.advance(Duration::from_secs(33));
+    let out = sim.take();
+    let up: Vec<_> = out.iter().filter(|x| x.0 == addr(CARRIER)).collect();
+    assert_eq!(up.len(), 1);
+    assert_eq!(up[0].1.status(), Some(408));
+    let retrans = out.iter().filter(|x| x.0 == edge_addr(0)).count();
+    assert!(retrans >= 6, "Timer E: {retrans}");
+}
+
+#[test]
+fn timer_c_cancels_a_call_that_rings_for_ever() {
+    let mut sim = Sim::new(&[1]);
+    let inv = place(&mut sim, "tc", 0);
+    sim.edge_sends(0, reply(&inv, 180, "e"));
+    sim.take();
+    sim.advance(Duration::from_secs(180));
+    sim.nothing_sent();
+    sim.advance(Duration::from_millis(1100));
+    assert_eq!(sim.one_to(edge_addr(0)).method(), Some(Method::Cancel));
+}
+
+#[test]
+fn ipv6_carrier_and_edges() {
+    let mut cfg = config(&[1]);
+    cfg.service = vec![(trunkvip_proxy::Transport::Udp, addr("[2001:db8::10]:5060"))];
+    cfg.host_address = "2001:db8::11".parse().unwrap();
+    cfg.edges[0].address = addr("[2001:db8::21]:5060");
+    cfg.edges[0].uri = "sip:[2001:db8::21]:5060".into();
+    let mut sim = Sim::with(cfg);
+    sim.deliver(
+        addr("[2001:db8::2]:5060"),
+        invite("v6", "z9hG4bK-v6").replace("198.51.100.2:5060", "[2001:db8::2]:5060"),
+    );
+    let out = sim.take();
+    assert_eq!(out[0].0, addr("[2001:db8::2]:5060"));
+    let inv = &out[1].1;
+    assert_eq!(out[1].0, addr("[2001:db8::21]:5060"));
+    assert_eq!(inv.top_via().unwrap().sent_by, b"[2001:db8::10]:5060");
+    assert!(inv
+        .record_routes()
+        .next()
+        .unwrap()
+        .unwrap()
+        .uri
+        .starts_with(b"sip:[2001:db8::10]:5060"));
+    let ok = reply(inv, 200, "e");
+    sim.deliver(addr("[2001:db8::21]:5060"), ok);
+    assert_eq!(sim.one_to(addr("[2001:db8::2]:5060")).status(), Some(200));
+}
