@@ -167,9 +167,9 @@ impl Core {
         self.proxy.timers_len()
     }
 
-    /// Bytes the affinity table holds per dialog for a Call-ID this long.
-    pub fn dialog_bytes(call_id_len: usize) -> usize {
-        crate::dialogs::DialogTable::approx_bytes_per_entry(call_id_len)
+    /// Bytes the affinity table holds per dialog, from its layout.
+    pub fn dialog_bytes() -> usize {
+        crate::dialogs::DialogTable::approx_bytes_per_entry()
     }
 
     pub fn status(&self) -> Vec<EdgeStatus> {

@@ -1,12 +1,16 @@
 //! Call-ID affinity: every dialog bound to its Edge, so in-dialog requests
 //! of either direction reach the same Edge even without a Route.
 //!
-//! Keys are copies of the Call-ID (never a view into a datagram, which
-//! would pin the whole message). Entries end a grace time after the dialog
-//! ends, or after the lifetime; the table refuses new dialogs when full
-//! rather than evict a live one.
+//! Keys are a 64-bit SipHash of the Call-ID under a key drawn at random
+//! per process: fixed size (the table holds no copy of the Call-ID, and
+//! never a view into a datagram, which would pin the whole message), and
+//! not predictable, so nobody can craft a Call-ID that lands on another
+//! call's entry. Entries end a grace time after the dialog ends, or after
+//! the lifetime; the table refuses new dialogs when full rather than evict
+//! a live one.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::time::Instant;
 
 use crate::config::DialogConfig;
@@ -28,9 +32,28 @@ pub(crate) struct Dialog {
     expires: Instant,
 }
 
+/// The keys are hashes already: use them as they are.
+#[derive(Debug, Default)]
+struct Identity(u64);
+
+impl Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct DialogTable {
-    map: HashMap<Box<[u8]>, Dialog>,
+    map: HashMap<u64, Dialog, BuildHasherDefault<Identity>>,
+    keys: RandomState,
     cfg: DialogConfig,
     per_edge: Vec<usize>,
 }
@@ -42,7 +65,8 @@ pub(crate) struct Full;
 impl DialogTable {
     pub(crate) fn new(cfg: DialogConfig, edges: usize) -> Self {
         DialogTable {
-            map: HashMap::new(),
+            map: HashMap::default(),
+            keys: RandomState::new(),
             cfg,
             per_edge: vec![0; edges],
         }
@@ -56,8 +80,12 @@ impl DialogTable {
         self.per_edge.get(edge).copied().unwrap_or(0)
     }
 
+    fn key(&self, call_id: &[u8]) -> u64 {
+        self.keys.hash_one(call_id)
+    }
+
     pub(crate) fn get(&self, call_id: &[u8]) -> Option<&Dialog> {
-        self.map.get(call_id)
+        self.map.get(&self.key(call_id))
     }
 
     /// Binds a new dialog, or moves an early one to another Edge (failover
@@ -70,7 +98,8 @@ impl DialogTable {
         from_edge: bool,
     ) -> Result<(), Full> {
         let expires = now + self.cfg.lifetime;
-        if let Some(d) = self.map.get_mut(call_id) {
+        let key = self.key(call_id);
+        if let Some(d) = self.map.get_mut(&key) {
             if d.state == DialogState::Confirmed {
                 return Ok(());
             }
@@ -88,7 +117,7 @@ impl DialogTable {
             return Err(Full);
         }
         self.map.insert(
-            call_id.into(),
+            key,
             Dialog {
                 edge,
                 from_edge,
@@ -101,7 +130,8 @@ impl DialogTable {
     }
 
     pub(crate) fn confirm(&mut self, call_id: &[u8]) {
-        if let Some(d) = self.map.get_mut(call_id) {
+        let key = self.key(call_id);
+        if let Some(d) = self.map.get_mut(&key) {
             if d.state == DialogState::Early {
                 d.state = DialogState::Confirmed;
             }
@@ -111,7 +141,8 @@ impl DialogTable {
     /// The dialog ended (BYE answered, or the INVITE failed): keep it a
     /// grace time for retransmissions.
     pub(crate) fn end(&mut self, now: Instant, call_id: &[u8]) {
-        if let Some(d) = self.map.get_mut(call_id) {
+        let key = self.key(call_id);
+        if let Some(d) = self.map.get_mut(&key) {
             if d.state != DialogState::Ended {
                 self.per_edge[d.edge as usize] -= 1;
                 d.state = DialogState::Ended;
@@ -134,12 +165,10 @@ impl DialogTable {
         before - self.map.len()
     }
 
-    /// Bytes held per dialog, measured from the table's own layout (key
-    /// bytes, box header, hash slot with its control byte).
-    pub(crate) fn approx_bytes_per_entry(call_id_len: usize) -> usize {
-        let slot = std::mem::size_of::<(Box<[u8]>, Dialog)>() + 1;
-        // hashbrown keeps the load factor at most 7/8.
-        slot * 8 / 7 + call_id_len
+    /// Bytes per dialog from the table's layout: one hash slot and its
+    /// control byte at hashbrown's highest load factor (7/8).
+    pub(crate) fn approx_bytes_per_entry() -> usize {
+        (std::mem::size_of::<(u64, Dialog)>() + 1) * 8 / 7
     }
 }
 

@@ -2,21 +2,27 @@
 //! 6026, RFC 3581): server transactions toward whoever sent a request,
 //! client transactions toward the next hop, failover between Edges, and
 //! the routing of in-dialog requests by Record-Route or Call-ID affinity.
+//!
+//! Two habits keep it cheap. Each message is parsed once into [`Facts`],
+//! which holds what a proxy must check and nothing more (RFC 3261 16.3:
+//! a proxy validates the fields it processes). And a transaction keeps one
+//! copy of its request, the forwarded one: it is retransmitted as is, it is
+//! the template of CANCEL and ACK, of the next branch on failover, and of
+//! our own final answers.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use slab::Slab;
 use trunkvip_sip::build::{response_to, Builder};
-use trunkvip_sip::{Editor, HeaderName, Host, Message, Method, Scheme, Uri, Via};
+use trunkvip_sip::{CSeq, Editor, HeaderName, Host, Message, Method, Scheme, Uri, Via};
 
 use crate::config::ProxyConfig;
 use crate::dialogs::{DialogState, DialogTable};
 use crate::edges::EdgePool;
-use crate::hash::fnv1a;
+use crate::hash::{fnv1a, Fnv};
 use crate::io::{ConnectionId, Incoming, Origin, Transmit, Transport};
 use crate::metrics::{method_index, DropReason, Metrics};
 use crate::timer::{Armed, Owner, TimerKind, TimerQueue};
@@ -40,6 +46,68 @@ struct Peer {
     connection: Option<ConnectionId>,
 }
 
+/// What the proxy reads of a message, parsed once.
+#[derive(Clone, Copy, Debug)]
+struct Facts<'m> {
+    via: Via<'m>,
+    call_id: &'m [u8],
+    cseq: CSeq<'m>,
+    from_tag: Option<&'m [u8]>,
+    to_tag: Option<&'m [u8]>,
+    max_forwards: Option<u8>,
+}
+
+/// A fault that gets a 4xx answer: code and reason phrase.
+type Refusal = (u16, String);
+
+fn bad(what: &str) -> Refusal {
+    (400, format!("Bad Request ({what})"))
+}
+
+/// The checks of RFC 3261 16.3 step 1 on the fields a proxy processes.
+fn request_facts(msg: &Message) -> Result<Facts<'_>, Refusal> {
+    let f = common_facts(msg)?;
+    let from = msg.from().map_err(|e| (e.status(), e.reason_phrase()))?;
+    let to = msg.to().map_err(|e| (e.status(), e.reason_phrase()))?;
+    for name in [
+        HeaderName::CallId,
+        HeaderName::CSeq,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::MaxForwards,
+    ] {
+        if msg.header_values(name).nth(1).is_some() {
+            return Err(bad(&format!("more than one {name}")));
+        }
+    }
+    if Some(f.cseq.method_raw) != msg.method_bytes() {
+        return Err(bad("CSeq method does not match"));
+    }
+    let max_forwards = msg
+        .max_forwards()
+        .map_err(|e| (e.status(), e.reason_phrase()))?;
+    Ok(Facts {
+        from_tag: from.tag(),
+        to_tag: to.tag(),
+        max_forwards,
+        ..f
+    })
+}
+
+fn common_facts(msg: &Message) -> Result<Facts<'_>, Refusal> {
+    let via = msg.top_via().map_err(|e| (e.status(), e.reason_phrase()))?;
+    let call_id = msg.call_id().map_err(|e| (e.status(), e.reason_phrase()))?;
+    let cseq = msg.cseq().map_err(|e| (e.status(), e.reason_phrase()))?;
+    Ok(Facts {
+        via,
+        call_id,
+        cseq,
+        from_tag: None,
+        to_tag: None,
+        max_forwards: None,
+    })
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SState {
     Proceeding,
@@ -54,12 +122,10 @@ enum SState {
 struct ServerTxn {
     gen: u32,
     key: Box<[u8]>,
-    invite: bool,
+    method: Method,
     peer: Peer,
-    /// The request as received: the template for the next branch and for
-    /// our own answers. Dropped once a final answer is sent.
-    request: Option<Message>,
     state: SState,
+    /// Our final non-2xx answer, for retransmissions.
     last_response: Option<Bytes>,
     /// The branch in progress.
     client: Option<(usize, u32)>,
@@ -69,7 +135,10 @@ struct ServerTxn {
     /// The Edge the request came from, if it came from one.
     from_edge: Option<u16>,
     cancelled: bool,
-    g_interval: Duration,
+    /// The loop-detection hash of the request, for new branches.
+    loop_hash: u32,
+    /// Timer G's current interval, in milliseconds.
+    g_interval: u32,
     armed: Armed,
 }
 
@@ -86,10 +155,8 @@ enum Cancel {
     None,
     /// CANCEL asked for; it goes once a provisional arrives.
     Pending,
-    Sent {
-        request: Bytes,
-        interval: Duration,
-    },
+    /// Sent and retransmitted (its interval in `ClientTxn::interval`).
+    Sent(Bytes),
     Answered,
 }
 
@@ -102,15 +169,27 @@ struct ClientTxn {
     hop: Hop,
     dest: SocketAddr,
     transport: Transport,
+    /// The request as sent; emptied once a final answer makes it useless.
     request: Bytes,
+    /// How many Record-Route lines of ours `request` starts with.
+    rr_lines: u8,
     invite: bool,
     state: CState,
     got_provisional: bool,
     cancel: Cancel,
-    /// For a ghost 2xx: the ACK sent for it, re-sent on retransmissions.
-    ghost_ack: Option<Bytes>,
-    interval: Duration,
+    /// The ACK of a final answer, re-sent on its retransmissions.
+    ack: Option<Bytes>,
+    /// The current retransmission interval, in milliseconds.
+    interval: u32,
     armed: Armed,
+}
+
+/// What the next branch is made from.
+enum Template<'a> {
+    /// The request as received, with its facts.
+    Incoming(&'a Message, &'a Facts<'a>),
+    /// The request of the previous branch, as we sent it.
+    Previous(Bytes, u8),
 }
 
 pub(crate) struct Proxy {
@@ -126,9 +205,11 @@ pub(crate) struct Proxy {
     pub(crate) events: VecDeque<Event>,
     pub(crate) metrics: Metrics,
     draining: bool,
-    next_sweep: Instant,
     our_ips: Vec<IpAddr>,
+    /// Our service hosts as written in a Via, to find our Vias cheaply.
+    our_via_hosts: Vec<Vec<u8>>,
     to_tag: String,
+    retry_after: String,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -143,12 +224,12 @@ impl std::fmt::Debug for Proxy {
 
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-fn class(code: u16) -> usize {
-    usize::from(code / 100).min(6)
+fn ms(d: Duration) -> u32 {
+    d.as_millis().min(u32::MAX as u128) as u32
 }
 
-fn host_ip(h: &Host<'_>) -> Option<IpAddr> {
-    h.ip()
+fn class(code: u16) -> usize {
+    usize::from(code / 100).min(6)
 }
 
 fn fmt_host(ip: IpAddr) -> String {
@@ -166,77 +247,60 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// The transaction key of a request (RFC 3261 section 17.2.3): branch,
-/// sent-by and method (ACK and CANCEL fold into INVITE's, CANCEL marked),
-/// or the RFC 2543 fallback when the branch lacks the cookie.
-fn server_key(msg: &Message, via: &Via<'_>, cancel: bool) -> Option<Box<[u8]>> {
-    let method = msg.method()?;
+/// sent-by and method (ACK folds into INVITE's), or the RFC 2543 fallback
+/// when the branch lacks the cookie.
+fn server_key(msg: &Message, f: &Facts<'_>) -> Box<[u8]> {
+    let method = msg.method().unwrap_or(Method::Other);
     let mut k = Vec::with_capacity(64);
-    k.push(match (method, cancel) {
-        (_, true) => b'C',
-        (Method::Invite | Method::Ack, _) => b'I',
-        _ => b'N',
-    });
-    if method == Method::Other || !matches!(method, Method::Invite | Method::Ack | Method::Cancel) {
-        k.extend_from_slice(msg.method_bytes()?);
-        k.push(b' ');
+    match method {
+        Method::Invite | Method::Ack | Method::Cancel => k.push(b'I'),
+        _ => {
+            k.push(b'N');
+            k.extend_from_slice(msg.method_bytes().unwrap_or_default());
+            k.push(b' ');
+        }
     }
-    if via.has_rfc3261_branch() {
-        k.extend_from_slice(via.branch()?);
+    if f.via.has_rfc3261_branch() {
+        k.extend_from_slice(f.via.branch().unwrap_or_default());
         k.push(b' ');
-        k.extend_from_slice(via.sent_by);
+        k.extend_from_slice(f.via.sent_by);
     } else {
-        // RFC 2543: Request-URI, To tag, From tag, Call-ID, CSeq number, top Via.
-        let ruri = msg.request_uri_bytes()?;
+        // RFC 2543: Request-URI, To tag, From tag, Call-ID, CSeq number, top
+        // Via (the ACK's To tag and Request-URI may differ from the INVITE's).
         if method != Method::Ack {
-            k.extend_from_slice(ruri);
+            k.extend_from_slice(msg.request_uri_bytes().unwrap_or_default());
+            k.push(b' ');
+            k.extend_from_slice(f.to_tag.unwrap_or_default());
         }
         k.push(b' ');
-        if method != Method::Ack {
-            if let Some(t) = msg.to().ok()?.tag() {
-                k.extend_from_slice(t);
-            }
-        }
+        k.extend_from_slice(f.from_tag.unwrap_or_default());
         k.push(b' ');
-        k.extend_from_slice(msg.from().ok()?.tag().unwrap_or_default());
-        k.push(b' ');
-        k.extend_from_slice(msg.call_id().ok()?);
-        let _ = write!(VecWriter(&mut k), " {} ", msg.cseq().ok()?.seq);
-        k.extend_from_slice(via.raw);
+        k.extend_from_slice(f.call_id);
+        k.extend_from_slice(&f.cseq.seq.to_le_bytes());
+        k.extend_from_slice(f.via.raw);
     }
-    Some(k.into_boxed_slice())
-}
-
-struct VecWriter<'a>(&'a mut Vec<u8>);
-impl std::fmt::Write for VecWriter<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
+    k.into_boxed_slice()
 }
 
 /// The loop-detection half of our branch (RFC 3261 16.6 step 8): a hash of
 /// what identifies the request, not of the Vias, so a request that comes
 /// back unchanged is recognised.
-fn loop_hash(msg: &Message) -> u32 {
-    let mut k = Vec::with_capacity(128);
-    k.extend_from_slice(msg.request_uri_bytes().unwrap_or_default());
-    k.push(0);
-    if let Ok(f) = msg.from() {
-        k.extend_from_slice(f.tag().unwrap_or_default());
+fn loop_hash(msg: &Message, f: &Facts<'_>) -> u32 {
+    let mut h = Fnv::new();
+    h.write(msg.request_uri_bytes().unwrap_or_default());
+    h.write(&[0]);
+    h.write(f.from_tag.unwrap_or_default());
+    h.write(&[0]);
+    h.write(f.to_tag.unwrap_or_default());
+    h.write(&[0]);
+    h.write(f.call_id);
+    h.write(&f.cseq.seq.to_le_bytes());
+    if msg.header(HeaderName::ProxyRequire).is_some() {
+        for p in msg.proxy_require().flatten() {
+            h.write(p);
+        }
     }
-    k.push(0);
-    if let Ok(t) = msg.to() {
-        k.extend_from_slice(t.tag().unwrap_or_default());
-    }
-    k.push(0);
-    k.extend_from_slice(msg.call_id().unwrap_or_default());
-    if let Ok(c) = msg.cseq() {
-        k.extend_from_slice(&c.seq.to_le_bytes());
-    }
-    for p in msg.proxy_require().flatten() {
-        k.extend_from_slice(p);
-    }
-    fnv1a(&k) as u32
+    h.finish() as u32
 }
 
 impl Proxy {
@@ -244,8 +308,14 @@ impl Proxy {
         let mut our_ips: Vec<IpAddr> = cfg.service.iter().map(|s| canonical(s.1.ip())).collect();
         our_ips.push(canonical(cfg.host_address));
         our_ips.dedup();
+        let mut our_via_hosts: Vec<Vec<u8>> = cfg
+            .service
+            .iter()
+            .map(|s| fmt_host(s.1.ip()).into_bytes())
+            .collect();
+        our_via_hosts.dedup();
         let mut timers = TimerQueue::default();
-        timers.push(now + SWEEP_EVERY, Owner::Sweep, TimerKind::ServerLinger);
+        timers.push(now + SWEEP_EVERY, Owner::Sweep, TimerKind::ServerLinger, 0);
         Proxy {
             edges: EdgePool::new(&cfg.edges),
             dialogs: DialogTable::new(cfg.dialogs, cfg.edges.len()),
@@ -258,9 +328,10 @@ impl Proxy {
             events: VecDeque::new(),
             metrics: Metrics::default(),
             draining: false,
-            next_sweep: now + SWEEP_EVERY,
             our_ips,
+            our_via_hosts,
             to_tag: format!("tv{:x}", cfg.instance),
+            retry_after: cfg.retry_after.to_string(),
             cfg,
         }
     }
@@ -338,7 +409,7 @@ impl Proxy {
     }
 
     fn is_our_uri(&self, uri: &Uri<'_>) -> bool {
-        let Some(ip) = uri.host.as_ref().and_then(host_ip) else {
+        let Some(ip) = uri.host.as_ref().and_then(Host::ip) else {
             return false;
         };
         if !self.is_our_ip(ip) {
@@ -353,7 +424,7 @@ impl Proxy {
     }
 
     fn is_our_via(&self, via: &Via<'_>) -> bool {
-        let Some(ip) = host_ip(&via.host) else {
+        let Some(ip) = via.host.ip() else {
             return false;
         };
         let port = via.port.unwrap_or(5060);
@@ -384,9 +455,9 @@ impl Proxy {
             return;
         }
         if msg.is_request() {
-            self.on_request(now, incoming, edge, msg);
+            self.on_request(now, incoming, edge, &msg);
         } else {
-            self.on_response(now, incoming, msg);
+            self.on_response(now, &msg);
         }
     }
 
@@ -424,8 +495,9 @@ impl Proxy {
         }
     }
 
-    // ----- requests -----------------------------------------------------
+    // ----- our own answers ----------------------------------------------
 
+    /// Answers a request we hold as received.
     fn answer(
         &mut self,
         req: &Message,
@@ -445,60 +517,111 @@ impl Proxy {
         resp
     }
 
+    /// Answers a request from the copy we forwarded: its Vias but ours.
+    fn answer_forwarded(
+        &mut self,
+        fwd: &Bytes,
+        peer: Peer,
+        code: u16,
+        reason: &str,
+        extra: &[(&str, &[u8])],
+    ) -> Option<Bytes> {
+        let fwd = Message::parse(fwd.clone()).ok()?;
+        let mut b = Builder::response(code, reason);
+        for v in fwd.header_values(HeaderName::Via).skip(1) {
+            b.push("Via", v);
+        }
+        b.copy_from(&fwd, HeaderName::From);
+        let to = fwd.header(HeaderName::To).unwrap_or_default();
+        if fwd.to().ok().and_then(|t| t.tag()).is_none() && code > 100 {
+            let mut v = to.to_vec();
+            v.extend_from_slice(b";tag=");
+            v.extend_from_slice(self.to_tag.as_bytes());
+            b.push("To", &v);
+        } else {
+            b.push("To", to);
+        }
+        b.copy_from(&fwd, HeaderName::CallId);
+        b.copy_from(&fwd, HeaderName::CSeq);
+        for (n, v) in extra {
+            b.push(n, v);
+        }
+        let resp = b.finish();
+        self.metrics.responses_local[class(code)] += 1;
+        self.send(peer.addr, peer.transport, peer.connection, resp.clone());
+        Some(resp)
+    }
+
+    fn retry_after(&self) -> Vec<u8> {
+        self.retry_after.as_bytes().to_vec()
+    }
+
+    // ----- requests -----------------------------------------------------
+
     fn on_request(
         &mut self,
         now: Instant,
         incoming: Incoming,
         from_edge: Option<usize>,
-        msg: Message,
+        msg: &Message,
     ) {
         let method = msg.method().unwrap_or(Method::Other);
         self.metrics.requests_in[method_index(method)] += 1;
-        let via = match msg.top_via() {
-            Ok(v) => v,
-            Err(_) => {
-                // No Via to answer to.
-                self.metrics.parse_errors += 1;
-                self.metrics.drop(DropReason::Unparseable);
-                return;
-            }
-        };
-        let peer = Self::response_peer(&incoming, &via);
-        if let Err(e) = msg.validate() {
+        let Ok(via) = msg.top_via() else {
+            // No Via to answer to.
             self.metrics.parse_errors += 1;
-            if method != Method::Ack {
-                self.answer(&msg, peer, e.status(), &e.reason_phrase(), &[]);
-            }
-            return;
-        }
-        match method {
-            Method::Ack => return self.on_ack(now, incoming, from_edge, &msg),
-            Method::Cancel => return self.on_cancel(now, peer, from_edge, &msg),
-            _ => {}
-        }
-        // A retransmission of a request we already handle.
-        let Some(key) = server_key(&msg, &via, false) else {
             self.metrics.drop(DropReason::Unparseable);
             return;
         };
+        let peer = Self::response_peer(&incoming, &via);
+        let f = match request_facts(msg) {
+            Ok(f) => f,
+            Err((code, reason)) => {
+                self.metrics.parse_errors += 1;
+                if method != Method::Ack {
+                    self.answer(msg, peer, code, &reason, &[]);
+                }
+                return;
+            }
+        };
+        match method {
+            Method::Ack => return self.on_ack(now, incoming, from_edge, msg, &f),
+            Method::Cancel => return self.on_cancel(now, peer, msg, &f),
+            _ => {}
+        }
+        let key = server_key(msg, &f);
         if let Some(&id) = self.server_index.get(&key) {
+            // A retransmission: the final answer again, or 100 again.
             self.metrics.retransmissions_absorbed += 1;
             let st = &self.servers[id];
-            if let Some(r) = st.last_response.clone() {
-                let p = st.peer;
-                self.metrics.retransmissions_sent += 1;
-                self.send(p.addr, p.transport, p.connection, r);
+            let p = st.peer;
+            match (&st.last_response, st.state) {
+                (Some(r), _) => {
+                    let r = r.clone();
+                    self.metrics.retransmissions_sent += 1;
+                    self.send(p.addr, p.transport, p.connection, r);
+                }
+                (None, SState::Proceeding) if method == Method::Invite => {
+                    self.answer(msg, p, 100, "Trying", &[]);
+                }
+                _ => {}
             }
             return;
         }
-        let to_tag = msg.to().ok().and_then(|t| t.tag()).is_some();
         let ruri = match msg.request_uri() {
             Some(Ok(u)) => u,
-            _ => return,
+            _ => {
+                self.answer(msg, peer, 400, "Bad Request (bad Request-URI)", &[]);
+                return;
+            }
         };
+        if ruri.headers.is_some() && ruri.is_sip() {
+            self.answer(msg, peer, 400, "Bad Request (bad Request-URI)", &[]);
+            return;
+        }
         // RFC 3261 16.3: Max-Forwards, our own OPTIONS, Proxy-Require, scheme, loops.
-        let mf = msg.max_forwards().ok().flatten();
-        let for_us = !to_tag
+        let mf = f.max_forwards;
+        let for_us = f.to_tag.is_none()
             && ruri.user.is_none()
             && ruri
                 .host
@@ -508,76 +631,65 @@ impl Proxy {
             // The carrier's keepalive: 200 while an Edge can take calls,
             // 503 otherwise, so the carrier's own failover acts.
             if self.edges.any_healthy() && !self.draining {
-                self.answer(&msg, peer, 200, "OK", &[("Allow", b"INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, PRACK, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, MESSAGE")]);
+                self.answer(msg, peer, 200, "OK", &[("Allow", b"INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, PRACK, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, MESSAGE")]);
             } else {
-                let ra = self.cfg.retry_after.to_string();
+                let ra = self.retry_after();
                 self.answer(
-                    &msg,
+                    msg,
                     peer,
                     503,
                     "Service Unavailable",
-                    &[("Retry-After", ra.as_bytes())],
+                    &[("Retry-After", &ra)],
                 );
             }
             return;
         }
         if mf == Some(0) {
-            self.answer(&msg, peer, 483, "Too Many Hops", &[]);
+            self.answer(msg, peer, 483, "Too Many Hops", &[]);
             return;
         }
-        let unsupported: Vec<&[u8]> = msg.proxy_require().flatten().collect();
-        if !unsupported.is_empty() {
-            let list = unsupported.join(&b", "[..]);
-            self.answer(&msg, peer, 420, "Bad Extension", &[("Unsupported", &list)]);
-            return;
+        if msg.header(HeaderName::ProxyRequire).is_some() {
+            let unsupported: Vec<&[u8]> = msg.proxy_require().flatten().collect();
+            if !unsupported.is_empty() {
+                let list = unsupported.join(&b", "[..]);
+                self.answer(msg, peer, 420, "Bad Extension", &[("Unsupported", &list)]);
+                return;
+            }
         }
         if matches!(ruri.scheme, Scheme::Other) {
-            self.answer(&msg, peer, 416, "Unsupported URI Scheme", &[]);
+            self.answer(msg, peer, 416, "Unsupported URI Scheme", &[]);
             return;
         }
-        let lh = loop_hash(&msg);
-        let looped = msg
-            .vias()
-            .flatten()
-            .skip(1)
-            .chain(std::iter::once(via))
-            .any(|v| {
-                self.is_our_via(&v)
-                    && v.branch()
-                        .and_then(crate::branch::parse)
-                        .is_some_and(|b| b.instance == self.cfg.instance && b.loop_hash == lh)
-            });
-        if looped {
+        let lh = loop_hash(msg, &f);
+        if self.looped(msg, lh) {
             self.metrics.loops_detected += 1;
-            self.answer(&msg, peer, 482, "Loop Detected", &[]);
+            self.answer(msg, peer, 482, "Loop Detected", &[]);
             return;
         }
         let from_edge_u16 = from_edge.map(|e| e as u16);
-        let (hops, new_dialog) = match self.route(&msg, from_edge_u16, to_tag) {
+        let (hops, new_dialog) = match self.route(msg, &f, from_edge_u16, f.to_tag.is_some()) {
             Ok(x) => x,
             Err((code, reason)) => {
                 if code == 503 {
                     self.metrics.no_edge_503 += 1;
-                    let ra = self.cfg.retry_after.to_string();
-                    self.answer(&msg, peer, code, reason, &[("Retry-After", ra.as_bytes())]);
+                    let ra = self.retry_after();
+                    self.answer(msg, peer, code, reason, &[("Retry-After", &ra)]);
                 } else {
-                    self.answer(&msg, peer, code, reason, &[]);
+                    self.answer(msg, peer, code, reason, &[]);
                 }
                 return;
             }
         };
-        let invite = method == Method::Invite;
-        if invite {
-            self.answer(&msg, peer, 100, "Trying", &[]);
+        if method == Method::Invite {
+            self.answer(msg, peer, 100, "Trying", &[]);
         }
         self.metrics.transactions_created += 1;
         let gen = self.next_gen();
         let id = self.servers.insert(ServerTxn {
             gen,
             key: key.clone(),
-            invite,
+            method,
             peer,
-            request: Some(msg),
             state: SState::Proceeding,
             last_response: None,
             client: None,
@@ -585,18 +697,28 @@ impl Proxy {
             new_dialog,
             from_edge: from_edge_u16,
             cancelled: false,
-            g_interval: self.cfg.timers.t1,
+            loop_hash: lh,
+            g_interval: ms(self.cfg.timers.t1),
             armed: Armed::default(),
         });
-        if invite {
-            // Remember the 100 so a retransmitted INVITE gets it again.
-            let st = &self.servers[id];
-            let req = st.request.as_ref().expect("just set");
-            let trying = response_to(req, 100, "Trying", None).finish();
-            self.servers[id].last_response = Some(trying);
-        }
         self.server_index.insert(key, id);
-        self.forward_next(now, id, lh);
+        self.forward_next(now, id, Template::Incoming(msg, &f));
+    }
+
+    /// RFC 3261 16.3 step 4: a Via of ours whose branch carries this very
+    /// request's loop hash means the request came back unchanged.
+    fn looped(&self, msg: &Message, lh: u32) -> bool {
+        msg.header_values(HeaderName::Via).any(|raw| {
+            self.our_via_hosts
+                .iter()
+                .any(|h| memchr::memmem::find(raw, h).is_some())
+                && Via::parse(raw).is_some_and(|v| {
+                    self.is_our_via(&v)
+                        && v.branch()
+                            .and_then(crate::branch::parse)
+                            .is_some_and(|b| b.instance == self.cfg.instance && b.loop_hash == lh)
+                })
+        })
     }
 
     /// Picks the hops of a request: the Edges of a new dialog from the
@@ -606,22 +728,25 @@ impl Proxy {
     fn route(
         &mut self,
         msg: &Message,
+        f: &Facts<'_>,
         from_edge: Option<u16>,
         in_dialog: bool,
     ) -> Result<(Vec<Hop>, bool), (u16, &'static str)> {
-        let call_id = msg.call_id().map_err(|_| (400u16, "Bad Request"))?;
+        let call_id = f.call_id;
         // Our Record-Route comes back as the top Route(s).
         let mut route_edge = None;
         let mut next_route = None;
-        for r in msg.routes().flatten() {
-            let Ok(u) = r.parsed_uri() else { break };
-            if self.is_our_uri(&u) {
-                if let Some(Some(e)) = u.param(EDGE_PARAM) {
-                    route_edge = self.edges.by_name(e);
+        if msg.header(HeaderName::Route).is_some() {
+            for r in msg.routes().flatten() {
+                let Ok(u) = r.parsed_uri() else { break };
+                if self.is_our_uri(&u) {
+                    if let Some(Some(e)) = u.param(EDGE_PARAM) {
+                        route_edge = self.edges.by_name(e);
+                    }
+                } else {
+                    next_route = Some(r.uri);
+                    break;
                 }
-            } else {
-                next_route = Some(r.uri);
-                break;
             }
         }
         let dialog = self.dialogs.get(call_id).copied();
@@ -638,8 +763,8 @@ impl Proxy {
                 }
             };
         }
-        // Mid-dialog requests without a To tag do not exist; a request
-        // whose Call-ID we know (a forked or re-sent INVITE) keeps its Edge.
+        // A new INVITE whose Call-ID we know (re-sent with a new branch)
+        // keeps its Edge while that Edge is healthy.
         if let Some(d) = dialog {
             if d.state != DialogState::Ended
                 && !d.from_edge
@@ -682,13 +807,11 @@ impl Proxy {
     fn hop_for_uri(&self, uri: Option<&[u8]>) -> Hop {
         if let Some(Ok(u)) = uri.map(Uri::parse) {
             if let Some(ip) = u.host.and_then(|h| h.ip()) {
-                let transport = u.transport().and_then(Transport::from_param).unwrap_or(
-                    if u.scheme == Scheme::Sips {
-                        Transport::Tls
-                    } else {
-                        Transport::Udp
-                    },
-                );
+                let sips = u.scheme == Scheme::Sips;
+                let transport = u
+                    .transport()
+                    .and_then(Transport::from_param)
+                    .unwrap_or(if sips { Transport::Tls } else { Transport::Udp });
                 let port = u.port.unwrap_or(if transport == Transport::Tls {
                     5061
                 } else {
@@ -704,152 +827,147 @@ impl Proxy {
         Hop::Carrier(0)
     }
 
+    fn record_route(&self, t: Transport, name: &str) -> String {
+        let a = self.service_addr(t);
+        format!(
+            "<sip:{}:{};transport={};lr;tve={name}>",
+            fmt_host(a.ip()),
+            a.port(),
+            t.param()
+        )
+    }
+
     /// Sends the request of server transaction `id` to its next candidate,
-    /// or answers it when none is left.
-    fn forward_next(&mut self, now: Instant, id: usize, lh: u32) {
+    /// or answers it 503 when none is left.
+    fn forward_next(&mut self, now: Instant, id: usize, template: Template<'_>) {
         let st = &mut self.servers[id];
-        if st.candidates.is_empty() {
+        let Some(hop) = (!st.candidates.is_empty()).then(|| st.candidates.remove(0)) else {
             let peer = st.peer;
-            let req = st.request.take();
-            let Some(req) = req else { return };
-            let ra = self.cfg.retry_after.to_string();
+            let ra = self.retry_after();
             self.metrics.no_edge_503 += 1;
-            self.final_local(
-                now,
-                id,
-                &req,
-                peer,
-                503,
-                "Service Unavailable",
-                &[("Retry-After", ra.as_bytes())],
-            );
-            return;
-        }
-        let hop = st.candidates.remove(0);
-        let (dest, transport) = self.hop_addr(hop);
-        let Some(req_owned) = self.servers[id].request.take() else {
+            let extra: &[(&str, &[u8])] = &[("Retry-After", &ra)];
+            let resp = match template {
+                Template::Incoming(msg, _) => {
+                    Some(self.answer(msg, peer, 503, "Service Unavailable", extra))
+                }
+                Template::Previous(prev, _) => {
+                    self.answer_forwarded(&prev, peer, 503, "Service Unavailable", extra)
+                }
+            };
+            if let Some(r) = resp {
+                self.server_final(now, id, r, 503, None);
+            }
             return;
         };
-        let req = &req_owned;
+        let (dest, transport) = self.hop_addr(hop);
         let st = &self.servers[id];
-        let invite = st.invite;
-        let new_dialog = st.new_dialog;
-        let src_transport = st.peer.transport;
-        let from_edge = st.from_edge;
-        let source_ip = st.peer.addr.ip();
-        let method = req.method().unwrap_or(Method::Other);
+        let (invite, new_dialog, src_transport, from_edge, peer, lh) = (
+            st.method == Method::Invite,
+            st.new_dialog,
+            st.peer.transport,
+            st.from_edge,
+            st.peer,
+            st.loop_hash,
+        );
+        let method = st.method;
         let dialog_edge = match hop {
             Hop::Edge(e) => Some(e),
             _ => from_edge,
         };
-        let peer_port = st.peer.addr.port();
-        self.gen = self.gen.wrapping_add(1);
-        let gen = self.gen;
+        let gen = self.next_gen();
         let slot = self.clients.vacant_key();
         let branch = crate::branch::make(self.cfg.instance, slot as u32, gen, lh);
         let ours = self.service_addr(transport);
-        let mut ed = Editor::new(req);
         let via = format!(
-            "SIP/2.0/{} {};branch={branch};rport",
-            transport.via_name(),
-            SocketAddr::new(ours.ip(), ours.port())
+            "SIP/2.0/{} {ours};branch={branch};rport",
+            transport.via_name()
         );
-        ed.push_via(via.as_bytes());
-        // received when the sent-by is not the source (18.2.1), rport filled (RFC 3581).
-        if let Ok(v) = req.top_via() {
-            let received = (host_ip(&v.host).map(canonical) != Some(canonical(source_ip)))
-                .then_some(source_ip);
-            let rport = v.rport().is_some().then_some(peer_port);
-            ed.set_top_via_received(received, rport);
-        }
-        let mf = req
-            .max_forwards()
-            .ok()
-            .flatten()
-            .map_or(70, |m| m.saturating_sub(1));
-        ed.set_max_forwards(mf);
-        // Our Route(s) go; the rest of the route set stays.
-        let ours_in_route = req
-            .routes()
-            .map_while(|r| {
-                r.ok()
-                    .and_then(|r| r.parsed_uri().ok())
-                    .filter(|u| self.is_our_uri(u))
-            })
-            .count();
-        if ours_in_route == 1 {
-            ed.pop_route();
-        } else if ours_in_route > 1 {
-            let rest: Vec<&[u8]> = req
-                .header_values(HeaderName::Route)
-                .skip(ours_in_route)
-                .collect();
-            ed.remove_header(HeaderName::Route);
-            if !rest.is_empty() {
-                ed.add_header("Route", &rest.join(&b", "[..]));
-            }
-        }
-        if new_dialog && method.creates_dialog() {
-            if let Some(e) = dialog_edge {
-                let name = self.edges.edges[e as usize].config.name.clone();
-                let rr = |t: Transport, a: SocketAddr| {
-                    let ip = fmt_host(a.ip());
-                    format!(
-                        "<sip:{ip}:{};transport={};lr;tve={name}>",
-                        a.port(),
-                        t.param()
-                    )
-                };
-                // Double Record-Route (RFC 5658) when the two legs differ in transport.
-                ed.insert_record_route(rr(transport, ours).as_bytes());
+        let rr = match (new_dialog && method.creates_dialog(), dialog_edge) {
+            (true, Some(e)) => {
+                let name = &self.edges.edges[e as usize].config.name;
+                let mut v = vec![self.record_route(transport, name)];
+                // Double Record-Route (RFC 5658) when the legs differ in transport.
                 if src_transport != transport {
-                    ed.insert_record_route(
-                        rr(src_transport, self.service_addr(src_transport)).as_bytes(),
-                    );
+                    v.push(self.record_route(src_transport, name));
                 }
+                v
             }
-        }
-        if method == Method::Register && from_edge.is_some() {
-            let supports_path = req
-                .header_values(HeaderName::Supported)
-                .any(|v| v.eq_ignore_ascii_case(b"path"));
-            if supports_path {
-                if let Some(e) = from_edge {
-                    let name = &self.edges.edges[e as usize].config.name;
-                    let p = format!(
-                        "<sip:{}:{};transport={};lr;tve={name}>",
-                        fmt_host(ours.ip()),
-                        ours.port(),
-                        transport.param()
-                    );
-                    ed.add_header("Path", p.as_bytes());
+            _ => vec![],
+        };
+        let mut call_id: Vec<u8> = Vec::new();
+        let payload = match template {
+            Template::Incoming(req, f) => {
+                if new_dialog && method == Method::Invite {
+                    call_id.extend_from_slice(f.call_id);
                 }
+                let mut ed = Editor::new(req);
+                ed.push_via(via.as_bytes());
+                // received when the sent-by is not the source (18.2.1), rport filled (RFC 3581).
+                let source_ip = peer.addr.ip();
+                let received = (f.via.host.ip().map(canonical) != Some(canonical(source_ip)))
+                    .then_some(source_ip);
+                let rport = f.via.rport().is_some().then_some(peer.addr.port());
+                if received.is_some() || rport.is_some() {
+                    ed.set_top_via_received(received, rport);
+                }
+                ed.set_max_forwards(f.max_forwards.map_or(70, |m| m.saturating_sub(1)));
+                if req.header(HeaderName::Route).is_some() {
+                    self.pop_our_routes(req, &mut ed);
+                }
+                for r in &rr {
+                    ed.insert_record_route(r.as_bytes());
+                }
+                if method == Method::Register && from_edge.is_some() {
+                    let supports_path = req
+                        .header_values(HeaderName::Supported)
+                        .any(|v| v.eq_ignore_ascii_case(b"path"));
+                    if let (true, Some(e)) = (supports_path, from_edge) {
+                        let name = self.edges.edges[e as usize].config.name.clone();
+                        ed.add_header("Path", self.record_route(transport, &name).as_bytes());
+                    }
+                }
+                let mut buf = BytesMut::with_capacity(ed.len());
+                ed.write_to(&mut buf);
+                buf.freeze()
             }
-        }
-        let mut buf = BytesMut::with_capacity(ed.len());
-        ed.write_to(&mut buf);
-        drop(ed);
-        let payload = buf.freeze();
+            Template::Previous(prev, rr_lines) => {
+                let Ok(prev) = Message::parse(prev) else {
+                    return;
+                };
+                if new_dialog && method == Method::Invite {
+                    call_id.extend_from_slice(prev.call_id().unwrap_or_default());
+                }
+                let mut ed = Editor::new(&prev);
+                ed.pop_via();
+                ed.push_via(via.as_bytes());
+                ed.remove_first_lines(HeaderName::RecordRoute, usize::from(rr_lines));
+                for r in &rr {
+                    ed.insert_record_route(r.as_bytes());
+                }
+                ed.to_bytes()
+            }
+        };
         if new_dialog && method == Method::Invite {
-            if let (Some(e), Ok(cid)) = (dialog_edge, req_owned.call_id()) {
-                if self.dialogs.bind(now, cid, e, from_edge.is_some()).is_err() {
-                    let peer = self.servers[id].peer;
-                    let ra = self.cfg.retry_after.to_string();
-                    self.final_local(
-                        now,
-                        id,
-                        &req_owned,
+            if let Some(e) = dialog_edge {
+                if self
+                    .dialogs
+                    .bind(now, &call_id, e, from_edge.is_some())
+                    .is_err()
+                {
+                    let ra = self.retry_after();
+                    if let Some(r) = self.answer_forwarded(
+                        &payload,
                         peer,
                         503,
                         "Service Unavailable",
-                        &[("Retry-After", ra.as_bytes())],
-                    );
+                        &[("Retry-After", &ra)],
+                    ) {
+                        self.server_final(now, id, r, 503, None);
+                    }
                     return;
                 }
             }
         }
-        self.servers[id].request = Some(req_owned);
-        let interval = self.cfg.timers.t1;
         let sgen = self.servers[id].gen;
         let key = self.clients.insert(ClientTxn {
             gen,
@@ -858,12 +976,13 @@ impl Proxy {
             dest,
             transport,
             request: payload.clone(),
+            rr_lines: rr.len() as u8,
             invite,
             state: CState::Trying,
             got_provisional: false,
             cancel: Cancel::None,
-            ghost_ack: None,
-            interval,
+            ack: None,
+            interval: ms(self.cfg.timers.t1),
             armed: Armed::default(),
         });
         debug_assert_eq!(key, slot);
@@ -874,72 +993,77 @@ impl Proxy {
             self.arm_client(slot, TimerKind::Retransmit, now + t.t1);
         }
         self.arm_client(slot, TimerKind::Timeout, now + t.t1 * 64);
-        let more = !self.servers[id].candidates.is_empty();
         if invite && new_dialog {
-            // Even with no candidate left, an Edge that stays silent counts
-            // against it; the INVITE itself waits for Timer B.
-            let _ = more;
             self.arm_client(slot, TimerKind::Failover, now + t.failover_after);
+        }
+    }
+
+    /// Removes the top Route values that name us.
+    fn pop_our_routes(&self, req: &Message, ed: &mut Editor<'_>) {
+        let ours = req
+            .routes()
+            .map_while(|r| {
+                r.ok()
+                    .and_then(|r| r.parsed_uri().ok())
+                    .filter(|u| self.is_our_uri(u))
+            })
+            .count();
+        if ours == 1 {
+            ed.pop_route();
+        } else if ours > 1 {
+            let rest: Vec<&[u8]> = req.header_values(HeaderName::Route).skip(ours).collect();
+            ed.remove_header(HeaderName::Route);
+            if !rest.is_empty() {
+                ed.add_header("Route", &rest.join(&b", "[..]));
+            }
         }
     }
 
     fn arm_client(&mut self, slot: usize, kind: TimerKind, at: Instant) {
         let c = &mut self.clients[slot];
-        c.armed.set(kind, at);
+        let ticket = c.armed.set(kind);
         let owner = Owner::Client {
             slot: slot as u32,
             gen: c.gen,
         };
-        self.timers.push(at, owner, kind);
+        self.timers.push(at, owner, kind, ticket);
     }
 
     fn arm_server(&mut self, id: usize, kind: TimerKind, at: Instant) {
         let s = &mut self.servers[id];
-        s.armed.set(kind, at);
+        let ticket = s.armed.set(kind);
         let owner = Owner::Server {
             slot: id as u32,
             gen: s.gen,
         };
-        self.timers.push(at, owner, kind);
+        self.timers.push(at, owner, kind, ticket);
     }
 
-    /// Sends a final answer of our own on server transaction `id`.
-    #[allow(clippy::too_many_arguments)]
-    fn final_local(
+    /// Moves a server transaction to its state after a final response, and
+    /// ends a new dialog that failed or a dialog whose BYE was answered.
+    fn server_final(
         &mut self,
         now: Instant,
         id: usize,
-        req: &Message,
-        peer: Peer,
+        resp: Bytes,
         code: u16,
-        reason: &str,
-        extra: &[(&str, &[u8])],
+        call_id: Option<&[u8]>,
     ) {
-        let resp = self.answer(req, peer, code, reason, extra);
-        if self.servers[id].new_dialog && self.servers[id].invite {
-            if let Ok(cid) = req.call_id() {
-                self.dialogs.end(now, cid);
-            }
-        }
-        self.server_final(now, id, resp, code);
-    }
-
-    /// Moves a server transaction to its state after a final response.
-    fn server_final(&mut self, now: Instant, id: usize, resp: Bytes, code: u16) {
         let t = self.cfg.timers;
         let st = &mut self.servers[id];
-        st.last_response = Some(resp);
-        st.request = None;
-        st.candidates.clear();
+        st.candidates = Vec::new();
         let reliable = st.peer.transport.is_reliable();
-        if st.invite {
+        let ends_dialog = (st.method == Method::Invite && st.new_dialog && code >= 300)
+            || st.method == Method::Bye;
+        if st.method == Method::Invite {
             if (200..300).contains(&code) {
                 st.state = SState::Accepted;
-                // Timer L: forward 2xx retransmissions for 64*T1.
+                // Timer L: 2xx retransmissions are forwarded for 64*T1.
                 self.arm_server(id, TimerKind::ServerLinger, now + t.t1 * 64);
             } else {
                 st.state = SState::Completed;
-                st.g_interval = t.t1;
+                st.last_response = Some(resp);
+                st.g_interval = ms(t.t1);
                 if !reliable {
                     self.arm_server(id, TimerKind::ServerRetransmit, now + t.t1);
                 }
@@ -948,10 +1072,27 @@ impl Proxy {
             }
         } else {
             st.state = SState::Completed;
+            st.last_response = Some(resp);
             // Timer J: absorb retransmissions (0 on reliable transports).
             let j = if reliable { Duration::ZERO } else { t.t1 * 64 };
             self.arm_server(id, TimerKind::ServerLinger, now + j);
         }
+        if ends_dialog {
+            match call_id {
+                Some(cid) => self.dialogs.end(now, cid),
+                None => {
+                    if let Some(cid) = self.server_call_id(id) {
+                        self.dialogs.end(now, &cid);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The Call-ID of a server transaction, from its last answer.
+    fn server_call_id(&self, id: usize) -> Option<Vec<u8>> {
+        let r = self.servers[id].last_response.clone()?;
+        Message::parse(r).ok()?.call_id().ok().map(<[u8]>::to_vec)
     }
 
     fn remove_server(&mut self, id: usize) {
@@ -967,37 +1108,36 @@ impl Proxy {
         incoming: Incoming,
         from_edge: Option<usize>,
         msg: &Message,
+        f: &Facts<'_>,
     ) {
-        let Ok(via) = msg.top_via() else { return };
         // ACK for a non-2xx final: hop by hop, absorbed here.
-        if let Some(key) = server_key(msg, &via, false) {
-            if let Some(&id) = self.server_index.get(&key) {
-                let st = &mut self.servers[id];
-                if st.state == SState::Completed && st.invite {
-                    st.state = SState::Confirmed;
-                    st.armed.clear(TimerKind::ServerRetransmit);
-                    let i = if st.peer.transport.is_reliable() {
-                        Duration::ZERO
-                    } else {
-                        self.cfg.timers.t4
-                    };
-                    self.arm_server(id, TimerKind::ServerLinger, now + i);
-                }
-                self.metrics.retransmissions_absorbed +=
-                    u64::from(self.servers[id].state != SState::Confirmed);
-                return;
+        let key = server_key(msg, f);
+        if let Some(&id) = self.server_index.get(&key) {
+            let st = &mut self.servers[id];
+            if st.state == SState::Completed && st.method == Method::Invite {
+                st.state = SState::Confirmed;
+                st.armed.clear(TimerKind::ServerRetransmit);
+                let i = if st.peer.transport.is_reliable() {
+                    Duration::ZERO
+                } else {
+                    self.cfg.timers.t4
+                };
+                self.arm_server(id, TimerKind::ServerLinger, now + i);
+            } else {
+                self.metrics.retransmissions_absorbed += 1;
             }
+            return;
         }
         // ACK for a 2xx: end to end, routed like any in-dialog request,
         // statelessly (it gets no response).
         let from_edge = from_edge.map(|e| e as u16);
-        let Ok((hops, _)) = self.route(msg, from_edge, true) else {
+        let Ok((hops, _)) = self.route(msg, f, from_edge, true) else {
             self.metrics.drop(DropReason::StrayAck);
             return;
         };
         let (dest, transport) = self.hop_addr(hops[0]);
         // A stateless branch: the same ACK always gets the same one.
-        let h = fnv1a(via.branch().unwrap_or(via.raw));
+        let h = fnv1a(f.via.branch().unwrap_or(f.via.raw));
         let branch = crate::branch::make_stateless(self.cfg.instance, h);
         let ours = self.service_addr(transport);
         let mut ed = Editor::new(msg);
@@ -1008,52 +1148,23 @@ impl Proxy {
             )
             .as_bytes(),
         );
-        if let Some(ip) = host_ip(&via.host) {
-            if canonical(ip) != canonical(incoming.source.ip()) {
-                ed.set_top_via_received(Some(incoming.source.ip()), None);
-            }
+        let source_ip = incoming.source.ip();
+        if f.via.host.ip().map(canonical) != Some(canonical(source_ip)) {
+            ed.set_top_via_received(Some(source_ip), None);
         }
-        let mf = msg
-            .max_forwards()
-            .ok()
-            .flatten()
-            .map_or(70, |m| m.saturating_sub(1));
-        ed.set_max_forwards(mf);
-        let ours_in_route = msg
-            .routes()
-            .map_while(|r| {
-                r.ok()
-                    .and_then(|r| r.parsed_uri().ok())
-                    .filter(|u| self.is_our_uri(u))
-            })
-            .count();
-        if ours_in_route == 1 {
-            ed.pop_route();
-        } else if ours_in_route > 1 {
-            let rest: Vec<&[u8]> = msg
-                .header_values(HeaderName::Route)
-                .skip(ours_in_route)
-                .collect();
-            ed.remove_header(HeaderName::Route);
-            if !rest.is_empty() {
-                ed.add_header("Route", &rest.join(&b", "[..]));
-            }
+        ed.set_max_forwards(f.max_forwards.map_or(70, |m| m.saturating_sub(1)));
+        if msg.header(HeaderName::Route).is_some() {
+            self.pop_our_routes(msg, &mut ed);
         }
         let payload = ed.to_bytes();
         self.send(dest, transport, None, payload);
     }
 
-    fn on_cancel(&mut self, now: Instant, peer: Peer, from_edge: Option<usize>, msg: &Message) {
-        let Ok(via) = msg.top_via() else { return };
-        let key = server_key(msg, &via, false).map(|mut k| {
-            k[0] = b'I';
-            k
-        });
-        let invite = key.and_then(|k| self.server_index.get(&k).copied());
+    fn on_cancel(&mut self, now: Instant, peer: Peer, msg: &Message, f: &Facts<'_>) {
+        let key = server_key(msg, f);
         // CANCEL is answered at once either way (RFC 3261 16.10).
-        let Some(id) = invite else {
+        let Some(&id) = self.server_index.get(&key) else {
             self.answer(msg, peer, 481, "Call/Transaction Does Not Exist", &[]);
-            let _ = from_edge;
             return;
         };
         self.answer(msg, peer, 200, "OK", &[]);
@@ -1062,7 +1173,7 @@ impl Proxy {
             return;
         }
         st.cancelled = true;
-        st.candidates.clear();
+        st.candidates = Vec::new();
         if let Some((slot, gen)) = st.client {
             self.cancel_branch(now, slot, gen);
         }
@@ -1090,11 +1201,8 @@ impl Proxy {
         };
         let cancel = derived_request(&req, b"CANCEL", None);
         let (dest, transport) = (c.dest, c.transport);
-        c.cancel = Cancel::Sent {
-            request: cancel.clone(),
-            interval: self.cfg.timers.t1,
-        };
-        // Timer C no longer matters: the CANCEL's own fate decides.
+        c.cancel = Cancel::Sent(cancel.clone());
+        c.interval = ms(self.cfg.timers.t1);
         self.send(dest, transport, None, cancel);
         if !transport.is_reliable() {
             let t1 = self.cfg.timers.t1;
@@ -1104,52 +1212,47 @@ impl Proxy {
 
     // ----- responses ----------------------------------------------------
 
-    fn on_response(&mut self, now: Instant, incoming: Incoming, msg: Message) {
+    fn on_response(&mut self, now: Instant, msg: &Message) {
         let code = msg.status().unwrap_or(0);
         self.metrics.responses_in[class(code)] += 1;
-        if msg.validate().is_err() {
-            self.metrics.drop(DropReason::BadResponse);
-            return;
-        }
-        let Ok(via) = msg.top_via() else {
+        let Ok(f) = common_facts(msg) else {
             self.metrics.drop(DropReason::BadResponse);
             return;
         };
-        let parsed = via
+        let parsed = f
+            .via
             .branch()
             .and_then(crate::branch::parse)
             .filter(|b| b.instance == self.cfg.instance);
         let Some(b) = parsed else {
             // Not our transaction: maybe one of the peer host's, in flight
             // when it died. Forward it statelessly by its Via.
-            if self.is_our_via(&via) {
-                return self.forward_stateless_response(&msg);
+            if self.is_our_via(&f.via) {
+                return self.forward_stateless_response(msg);
             }
             self.metrics.drop(DropReason::Unmatched);
             return;
         };
         let slot = b.slot as usize;
         if self.clients.get(slot).is_none_or(|c| c.gen != b.gen) {
-            // A retransmission after the transaction ended: a stray 2xx
-            // still goes upstream (RFC 6026), anything else is absorbed.
-            if (200..300).contains(&code) && msg.cseq().is_ok_and(|c| c.method == Method::Invite) {
-                return self.forward_stateless_response(&msg);
+            // After the transaction ended: a stray 2xx still goes upstream
+            // (RFC 6026), anything else is absorbed.
+            if (200..300).contains(&code) && f.cseq.method == Method::Invite {
+                return self.forward_stateless_response(msg);
             }
             self.metrics.retransmissions_absorbed += 1;
             return;
         }
-        let cseq_method = msg.cseq().map(|c| c.method).unwrap_or(Method::Other);
-        if cseq_method == Method::Cancel {
+        if f.cseq.method == Method::Cancel {
             // The answer to our CANCEL: stop retransmitting it.
             let c = &mut self.clients[slot];
-            if matches!(c.cancel, Cancel::Sent { .. }) {
+            if matches!(c.cancel, Cancel::Sent(_)) {
                 c.cancel = Cancel::Answered;
                 c.armed.clear(TimerKind::CancelRetransmit);
             }
             return;
         }
-        let _ = incoming;
-        self.client_response(now, slot, msg, code);
+        self.client_response(now, slot, msg, &f, code);
     }
 
     fn forward_stateless_response(&mut self, msg: &Message) {
@@ -1170,7 +1273,14 @@ impl Proxy {
         self.send(dest, transport, None, payload);
     }
 
-    fn client_response(&mut self, now: Instant, slot: usize, msg: Message, code: u16) {
+    fn client_response(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        msg: &Message,
+        f: &Facts<'_>,
+        code: u16,
+    ) {
         let t = self.cfg.timers;
         let c = &mut self.clients[slot];
         let server = c.server;
@@ -1178,81 +1288,47 @@ impl Proxy {
         c.armed.clear(TimerKind::Retransmit);
         c.armed.clear(TimerKind::Failover);
         if code < 200 {
-            if c.state == CState::Trying {
-                c.state = CState::Proceeding;
-            }
-            if c.invite {
-                // Timer B runs in Calling only; Timer C takes over.
-                c.armed.clear(TimerKind::Timeout);
-            }
-            if code > 100 && c.invite {
-                c.got_provisional = true;
-                if c.armed.get(TimerKind::TimerC).is_none() || code > 100 {
-                    let at = now + t.timer_c;
-                    self.arm_client(slot, TimerKind::TimerC, at);
-                }
-                if matches!(self.clients[slot].cancel, Cancel::Pending) {
-                    self.clients[slot].cancel = Cancel::None;
-                    let gen = self.clients[slot].gen;
-                    self.cancel_branch(now, slot, gen);
-                }
-            }
-            if !self.clients[slot].invite {
-                // Non-INVITE: Timer E keeps running at T2 in Proceeding.
-                let transport = self.clients[slot].transport;
-                if !transport.is_reliable() {
-                    self.clients[slot].interval = t.t2;
-                    self.arm_client(slot, TimerKind::Retransmit, now + t.t2);
-                }
-            }
-            if code == 100 {
-                return;
-            }
-            // A ghost branch that rings: CANCEL it.
-            if server.is_none() {
-                let gen = self.clients[slot].gen;
-                if matches!(self.clients[slot].cancel, Cancel::None) {
-                    self.metrics.ghost_cancels += 1;
-                }
-                self.cancel_branch(now, slot, gen);
-                return;
-            }
-            self.relay_up(now, server, &msg, code);
-            return;
+            return self.client_provisional(now, slot, msg, f, code);
         }
-        let c = &mut self.clients[slot];
         let invite = c.invite;
         let state = c.state;
         c.armed.clear(TimerKind::TimerC);
         c.armed.clear(TimerKind::Timeout);
-        if invite && (200..300).contains(&code) {
-            if state != CState::Accepted {
-                c.state = CState::Accepted;
-                // Timer M: 2xx retransmissions are still forwarded.
-                self.arm_client(slot, TimerKind::ClientLinger, now + t.t1 * 64);
-            }
-            if server.is_none() {
-                return self.ghost_2xx(now, slot, &msg);
-            }
-            if let Ok(cid) = msg.call_id() {
-                self.dialogs.confirm(cid);
-            }
-            self.relay_up(now, server, &msg, code);
-            return;
-        }
-        if invite {
-            // Hop-by-hop ACK for every non-2xx final, retransmissions too.
-            if let Ok(req) = Message::parse(c.request.clone()) {
-                let to = msg.header(HeaderName::To);
-                let ack = derived_request(&req, b"ACK", to);
+        if matches!(state, CState::Completed | CState::Accepted) {
+            // A retransmitted final: ACK again, forward a 2xx again.
+            if let Some(ack) = c.ack.clone() {
                 let (d, tr) = (c.dest, c.transport);
                 self.send(d, tr, None, ack);
             }
-            let c = &mut self.clients[slot];
-            if state == CState::Completed {
+            if state == CState::Accepted && (200..300).contains(&code) && server.is_some() {
+                self.relay_up(now, server, msg, f, code);
+            } else {
                 self.metrics.retransmissions_absorbed += 1;
-                return;
             }
+            return;
+        }
+        if invite && (200..300).contains(&code) {
+            c.state = CState::Accepted;
+            // Timer M: 2xx retransmissions are still forwarded.
+            self.arm_client(slot, TimerKind::ClientLinger, now + t.t1 * 64);
+            if server.is_none() {
+                self.ghost_2xx(now, slot, msg);
+            } else {
+                self.dialogs.confirm(f.call_id);
+                self.relay_up(now, server, msg, f, code);
+            }
+            self.clients[slot].request = Bytes::new();
+            return;
+        }
+        if invite {
+            // Hop-by-hop ACK for a non-2xx final.
+            if let Ok(req) = Message::parse(c.request.clone()) {
+                let ack = derived_request(&req, b"ACK", msg.header(HeaderName::To));
+                let (d, tr) = (c.dest, c.transport);
+                c.ack = Some(ack.clone());
+                self.send(d, tr, None, ack);
+            }
+            let c = &mut self.clients[slot];
             c.state = CState::Completed;
             // Timer D: absorb final retransmissions.
             let d = if c.transport.is_reliable() {
@@ -1262,10 +1338,6 @@ impl Proxy {
             };
             self.arm_client(slot, TimerKind::ClientLinger, now + d);
         } else {
-            if state == CState::Completed {
-                self.metrics.retransmissions_absorbed += 1;
-                return;
-            }
             c.state = CState::Completed;
             let k = if c.transport.is_reliable() {
                 Duration::ZERO
@@ -1274,15 +1346,16 @@ impl Proxy {
             };
             self.arm_client(slot, TimerKind::ClientLinger, now + k);
         }
+        let request = std::mem::take(&mut self.clients[slot].request);
+        let rr_lines = self.clients[slot].rr_lines;
         let Some((sid, sgen)) = server else { return };
         if self.servers.get(sid).is_none_or(|s| s.gen != sgen) {
             return;
         }
-        // 503 (or our own 408) on a new dialog: the next Edge, if any.
+        // 503 on a new dialog: the next Edge, if any.
         let hop = self.clients[slot].hop;
         let st = &self.servers[sid];
         if code == 503 && st.new_dialog && !st.cancelled && st.state == SState::Proceeding {
-            let lh = st.request.as_ref().map_or(0, loop_hash);
             if let Hop::Edge(e) = hop {
                 self.events
                     .push_back(Event::EdgeFailure { edge: e as usize });
@@ -1290,27 +1363,74 @@ impl Proxy {
             self.metrics.failovers += 1;
             self.servers[sid].client = None;
             self.clients[slot].server = None;
-            self.forward_next(now, sid, lh);
+            self.forward_next(now, sid, Template::Previous(request, rr_lines));
             return;
         }
-        self.relay_up(now, server, &msg, code);
+        self.relay_up(now, server, msg, f, code);
+    }
+
+    fn client_provisional(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        msg: &Message,
+        f: &Facts<'_>,
+        code: u16,
+    ) {
+        let t = self.cfg.timers;
+        let c = &mut self.clients[slot];
+        let server = c.server;
+        if c.state == CState::Trying {
+            c.state = CState::Proceeding;
+        }
+        if c.invite {
+            // Timer B runs in Calling only; Timer C takes over.
+            c.armed.clear(TimerKind::Timeout);
+        } else if !c.transport.is_reliable() {
+            // Non-INVITE: Timer E goes on at T2 in Proceeding.
+            c.interval = ms(t.t2);
+            self.arm_client(slot, TimerKind::Retransmit, now + t.t2);
+        }
+        let c = &mut self.clients[slot];
+        if code == 100 || !c.invite {
+            if code > 100 && server.is_some() {
+                self.relay_up(now, server, msg, f, code);
+            }
+            return;
+        }
+        c.got_provisional = true;
+        self.arm_client(slot, TimerKind::TimerC, now + t.timer_c);
+        let gen = self.clients[slot].gen;
+        if matches!(self.clients[slot].cancel, Cancel::Pending) {
+            self.clients[slot].cancel = Cancel::None;
+            self.cancel_branch(now, slot, gen);
+        }
+        match server {
+            // A ghost branch that rings: CANCEL it.
+            None => {
+                if matches!(self.clients[slot].cancel, Cancel::None) {
+                    self.metrics.ghost_cancels += 1;
+                }
+                self.cancel_branch(now, slot, gen);
+            }
+            Some(_) => self.relay_up(now, server, msg, f, code),
+        }
     }
 
     /// Forwards a response upstream on its server transaction.
-    fn relay_up(&mut self, now: Instant, server: Option<(usize, u32)>, msg: &Message, code: u16) {
+    fn relay_up(
+        &mut self,
+        now: Instant,
+        server: Option<(usize, u32)>,
+        msg: &Message,
+        f: &Facts<'_>,
+        code: u16,
+    ) {
         let Some((sid, sgen)) = server else { return };
         let Some(st) = self.servers.get(sid).filter(|s| s.gen == sgen) else {
             return;
         };
-        let peer = st.peer;
-        let state = st.state;
-        let invite = st.invite;
-        let new_dialog = st.new_dialog;
-        let call_id = st
-            .request
-            .as_ref()
-            .and_then(|r| r.call_id().ok().map(<[u8]>::to_vec));
-        let method = st.request.as_ref().and_then(Message::method);
+        let (peer, state) = (st.peer, st.state);
         // After a final answer only 2xx retransmissions of an INVITE pass.
         if state != SState::Proceeding && !(state == SState::Accepted && (200..300).contains(&code))
         {
@@ -1321,21 +1441,9 @@ impl Proxy {
         ed.pop_via();
         let payload = ed.to_bytes();
         self.send(peer.addr, peer.transport, peer.connection, payload.clone());
-        if code < 200 {
-            return;
+        if code >= 200 && state == SState::Proceeding {
+            self.server_final(now, sid, payload, code, Some(f.call_id));
         }
-        if state == SState::Accepted {
-            return;
-        }
-        if let Some(cid) = call_id {
-            if invite && new_dialog && code >= 300 {
-                self.dialogs.end(now, &cid);
-            }
-            if method == Some(Method::Bye) {
-                self.dialogs.end(now, &cid);
-            }
-        }
-        self.server_final(now, sid, payload, code);
     }
 
     /// A 2xx on an abandoned branch: ACK it and hang up, so no ghost call
@@ -1343,11 +1451,6 @@ impl Proxy {
     fn ghost_2xx(&mut self, now: Instant, slot: usize, resp: &Message) {
         let ours = self.service_addr(self.clients[slot].transport);
         let c = &mut self.clients[slot];
-        if let Some(ack) = c.ghost_ack.clone() {
-            let (d, t) = (c.dest, c.transport);
-            self.send(d, t, None, ack);
-            return;
-        }
         let Ok(req) = Message::parse(c.request.clone()) else {
             return;
         };
@@ -1360,7 +1463,11 @@ impl Proxy {
             .unwrap_or_else(|| req.request_uri_bytes().unwrap_or_default().to_vec());
         let to = resp.header(HeaderName::To).unwrap_or_default();
         let seq = req.cseq().map(|c| c.seq).unwrap_or(1);
-        let lh = loop_hash(&req);
+        let lh = req
+            .top_via()
+            .ok()
+            .and_then(|v| v.branch().and_then(crate::branch::parse))
+            .map_or(0, |b| b.loop_hash);
         let mk = |branch: &str, method: &[u8], seq: u32| {
             let mut b = Builder::request(method, &target);
             b.push(
@@ -1383,7 +1490,7 @@ impl Proxy {
         };
         let ack_branch = crate::branch::make_stateless(self.cfg.instance, fnv1a(&c.request));
         let ack = mk(&ack_branch, b"ACK", seq);
-        c.ghost_ack = Some(ack.clone());
+        c.ack = Some(ack.clone());
         self.send(dest, transport, None, ack);
         // The BYE is a client transaction of our own.
         let gen = self.next_gen();
@@ -1398,12 +1505,13 @@ impl Proxy {
             dest,
             transport,
             request: bye.clone(),
+            rr_lines: 0,
             invite: false,
             state: CState::Trying,
             got_provisional: false,
             cancel: Cancel::None,
-            ghost_ack: None,
-            interval: self.cfg.timers.t1,
+            ack: None,
+            interval: ms(self.cfg.timers.t1),
             armed: Armed::default(),
         });
         self.metrics.ghost_byes += 1;
@@ -1432,15 +1540,16 @@ impl Proxy {
             .map(|(k, _)| k)
             .collect();
         for slot in hit {
-            self.branch_failed(now, slot, "transport error");
+            self.branch_failed(now, slot);
         }
     }
 
     /// A branch that gave nothing: abandon it and try the next hop.
-    fn branch_failed(&mut self, now: Instant, slot: usize, _why: &str) {
+    fn branch_failed(&mut self, now: Instant, slot: usize) {
         let c = &mut self.clients[slot];
         c.armed.clear(TimerKind::Failover);
         let hop = c.hop;
+        let invite = c.invite;
         let Some((sid, sgen)) = c.server else { return };
         if let Hop::Edge(e) = hop {
             self.events
@@ -1452,7 +1561,7 @@ impl Proxy {
         if st.cancelled || st.state != SState::Proceeding || !st.new_dialog {
             return;
         }
-        if st.candidates.is_empty() && c.invite {
+        if st.candidates.is_empty() && invite {
             // Nobody else to try: let this branch run to Timer B.
             return;
         }
@@ -1460,20 +1569,22 @@ impl Proxy {
         // Abandoned: late answers are CANCELled or hung up.
         self.clients[slot].server = None;
         self.servers[sid].client = None;
-        let lh = self.servers[sid].request.as_ref().map_or(0, loop_hash);
-        self.forward_next(now, sid, lh);
+        let (prev, rr) = (
+            self.clients[slot].request.clone(),
+            self.clients[slot].rr_lines,
+        );
+        self.forward_next(now, sid, Template::Previous(prev, rr));
     }
 
     // ----- timers -------------------------------------------------------
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        while let Some((at, owner, kind)) = self.timers.pop_due(now) {
+        while let Some((owner, kind, ticket)) = self.timers.pop_due(now) {
             match owner {
                 Owner::Sweep => {
                     self.dialogs.sweep(now);
-                    self.next_sweep = now + SWEEP_EVERY;
                     self.timers
-                        .push(self.next_sweep, Owner::Sweep, TimerKind::ServerLinger);
+                        .push(now + SWEEP_EVERY, Owner::Sweep, TimerKind::ServerLinger, 0);
                 }
                 Owner::Client { slot, gen } => {
                     let slot = slot as usize;
@@ -1481,7 +1592,7 @@ impl Proxy {
                         .clients
                         .get_mut(slot)
                         .filter(|c| c.gen == gen)
-                        .is_some_and(|c| c.armed.take_if(kind, at));
+                        .is_some_and(|c| c.armed.take_if(kind, ticket));
                     if live {
                         self.client_timer(now, slot, kind);
                     }
@@ -1492,7 +1603,7 @@ impl Proxy {
                         .servers
                         .get_mut(id)
                         .filter(|s| s.gen == gen)
-                        .is_some_and(|s| s.armed.take_if(kind, at));
+                        .is_some_and(|s| s.armed.take_if(kind, ticket));
                     if live {
                         self.server_timer(now, id, kind);
                     }
@@ -1510,31 +1621,30 @@ impl Proxy {
                 c.interval = if c.invite {
                     c.interval * 2
                 } else {
-                    (c.interval * 2).min(t.t2)
+                    (c.interval * 2).min(ms(t.t2))
                 };
-                let next = now + c.interval;
+                let next = now + Duration::from_millis(c.interval.into());
                 self.metrics.retransmissions_sent += 1;
                 self.send(d, tr, None, r);
                 self.arm_client(slot, TimerKind::Retransmit, next);
             }
             TimerKind::CancelRetransmit => {
                 let c = &mut self.clients[slot];
-                if let Cancel::Sent { request, interval } = &mut c.cancel {
-                    *interval = (*interval * 2).min(t.t2);
-                    let next = now + *interval;
+                if let Cancel::Sent(request) = &c.cancel {
+                    c.interval = (c.interval * 2).min(ms(t.t2));
+                    let next = now + Duration::from_millis(c.interval.into());
                     let (d, tr, r) = (c.dest, c.transport, request.clone());
                     self.metrics.retransmissions_sent += 1;
                     self.send(d, tr, None, r);
                     self.arm_client(slot, TimerKind::CancelRetransmit, next);
                 }
             }
-            TimerKind::Failover => self.branch_failed(now, slot, "no answer"),
+            TimerKind::Failover => self.branch_failed(now, slot),
             TimerKind::TimerC => {
                 // Ringing too long: CANCEL it; the 487 ends the call.
                 let gen = self.clients[slot].gen;
                 self.cancel_branch(now, slot, gen);
-                let at = now + t.t1 * 64;
-                self.arm_client(slot, TimerKind::Timeout, at);
+                self.arm_client(slot, TimerKind::Timeout, now + t.t1 * 64);
             }
             TimerKind::Timeout => {
                 // Timer B or F: no final answer. 408 upstream (RFC 3261
@@ -1556,21 +1666,19 @@ impl Proxy {
                 let cancelled = st.cancelled;
                 if st.new_dialog && !cancelled && !st.candidates.is_empty() {
                     self.metrics.failovers += 1;
-                    let lh = st.request.as_ref().map_or(0, loop_hash);
                     self.servers[sid].client = None;
-                    self.forward_next(now, sid, lh);
+                    self.forward_next(now, sid, Template::Previous(c.request, c.rr_lines));
                     return;
                 }
-                let Some(req) = self.servers[sid].request.take() else {
-                    return;
-                };
-                let peer = self.servers[sid].peer;
+                let peer = st.peer;
                 let (code, reason) = if cancelled {
                     (487, "Request Terminated")
                 } else {
                     (408, "Request Timeout")
                 };
-                self.final_local(now, sid, &req, peer, code, reason, &[]);
+                if let Some(r) = self.answer_forwarded(&c.request, peer, code, reason, &[]) {
+                    self.server_final(now, sid, r, code, None);
+                }
             }
             TimerKind::ClientLinger => {
                 self.clients.remove(slot);
@@ -1587,8 +1695,8 @@ impl Proxy {
                 if st.state != SState::Completed {
                     return;
                 }
-                st.g_interval = (st.g_interval * 2).min(t.t2);
-                let next = now + st.g_interval;
+                st.g_interval = (st.g_interval * 2).min(ms(t.t2));
+                let next = now + Duration::from_millis(st.g_interval.into());
                 if let Some(r) = st.last_response.clone() {
                     let p = st.peer;
                     self.metrics.retransmissions_sent += 1;
@@ -1609,9 +1717,6 @@ impl Proxy {
             .map(|(_, s)| {
                 std::mem::size_of::<ServerTxn>()
                     + s.key.len()
-                    + s.request
-                        .as_ref()
-                        .map_or(0, |r| r.as_bytes().len() + r.header_count() * 24)
                     + s.last_response.as_ref().map_or(0, Bytes::len)
                     + s.candidates.capacity() * std::mem::size_of::<Hop>()
             })
@@ -1619,7 +1724,11 @@ impl Proxy {
         let c: usize = self
             .clients
             .iter()
-            .map(|(_, c)| std::mem::size_of::<ClientTxn>() + c.request.len())
+            .map(|(_, c)| {
+                std::mem::size_of::<ClientTxn>()
+                    + c.request.len()
+                    + c.ack.as_ref().map_or(0, Bytes::len)
+            })
             .sum();
         s + c + self.server_index.len() * (std::mem::size_of::<(Box<[u8]>, usize)>() + 1)
     }
@@ -1658,8 +1767,8 @@ fn via_destination(v: &Via<'_>) -> Option<SocketAddr> {
 /// Route; To from the response for an ACK.
 fn derived_request(invite: &Message, method: &[u8], to: Option<&[u8]>) -> Bytes {
     let mut b = Builder::request(method, invite.request_uri_bytes().unwrap_or_default());
-    if let Some(Ok(v)) = invite.vias().next() {
-        b.push("Via", v.raw);
+    if let Some(v) = invite.header_values(HeaderName::Via).next() {
+        b.push("Via", v);
     }
     b.push("Max-Forwards", b"70");
     b.copy_from(invite, HeaderName::From);
@@ -1675,4 +1784,20 @@ fn derived_request(invite: &Message, method: &[u8], to: Option<&[u8]>) -> Bytes 
     );
     b.copy_from(invite, HeaderName::Route);
     b.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_structs_stay_small() {
+        let (s, c, h) = (
+            std::mem::size_of::<ServerTxn>(),
+            std::mem::size_of::<ClientTxn>(),
+            std::mem::size_of::<Hop>(),
+        );
+        eprintln!("ServerTxn {s} ClientTxn {c} Hop {h}");
+        assert!(s <= 256 && c <= 256, "ServerTxn {s} ClientTxn {c}");
+    }
 }

@@ -43,12 +43,12 @@ pub(crate) enum Owner {
 
 #[derive(Debug, Default)]
 pub(crate) struct TimerQueue {
-    heap: BinaryHeap<Reverse<(Instant, Owner, TimerKind)>>,
+    heap: BinaryHeap<Reverse<(Instant, Owner, TimerKind, u32)>>,
 }
 
 impl TimerQueue {
-    pub(crate) fn push(&mut self, at: Instant, owner: Owner, kind: TimerKind) {
-        self.heap.push(Reverse((at, owner, kind)));
+    pub(crate) fn push(&mut self, at: Instant, owner: Owner, kind: TimerKind, ticket: u32) {
+        self.heap.push(Reverse((at, owner, kind, ticket)));
     }
 
     pub(crate) fn peek(&self) -> Option<Instant> {
@@ -56,9 +56,9 @@ impl TimerQueue {
     }
 
     /// The next entry due at `now`, if any.
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, Owner, TimerKind)> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Owner, TimerKind, u32)> {
         if self.heap.peek()?.0 .0 <= now {
-            self.heap.pop().map(|r| r.0)
+            self.heap.pop().map(|r| (r.0 .1, r.0 .2, r.0 .3))
         } else {
             None
         }
@@ -69,24 +69,29 @@ impl TimerQueue {
     }
 }
 
-/// Per-transaction armed deadlines, one per kind.
+/// Per-transaction armed timers: for each kind the ticket of the queue
+/// entry that counts (0: disarmed). Re-arming or clearing a kind makes its
+/// older entries stale; they are skipped when they come due.
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Armed([Option<Instant>; KINDS]);
+pub(crate) struct Armed {
+    tickets: [u32; KINDS],
+    next: u32,
+}
 
 impl Armed {
-    pub(crate) fn set(&mut self, kind: TimerKind, at: Instant) {
-        self.0[kind.index()] = Some(at);
+    /// Arms `kind` and returns the ticket its queue entry must carry.
+    pub(crate) fn set(&mut self, kind: TimerKind) -> u32 {
+        self.next = self.next.wrapping_add(1).max(1);
+        self.tickets[kind.index()] = self.next;
+        self.next
     }
     pub(crate) fn clear(&mut self, kind: TimerKind) {
-        self.0[kind.index()] = None;
+        self.tickets[kind.index()] = 0;
     }
-    pub(crate) fn get(&self, kind: TimerKind) -> Option<Instant> {
-        self.0[kind.index()]
-    }
-    /// True when `at` is still the armed deadline of `kind`; disarms it.
-    pub(crate) fn take_if(&mut self, kind: TimerKind, at: Instant) -> bool {
-        if self.0[kind.index()] == Some(at) {
-            self.0[kind.index()] = None;
+    /// True when `ticket` is still the armed one of `kind`; disarms it.
+    pub(crate) fn take_if(&mut self, kind: TimerKind, ticket: u32) -> bool {
+        if ticket != 0 && self.tickets[kind.index()] == ticket {
+            self.tickets[kind.index()] = 0;
             true
         } else {
             false

@@ -129,8 +129,19 @@ impl<'m> Editor<'m> {
             }
         }
         if let Some(ip) = received {
-            let end = self.msg.offset_of(via.raw) + via.raw.len();
-            self.splice(end, end, |t| match ip {
+            // A `received` the sender wrote itself is replaced, not kept
+            // ahead of ours: responses are routed by the first one.
+            let (start, end) = match via.params.find(b"received") {
+                Some(p) => {
+                    let start = self.msg.offset_of(p.raw);
+                    (start, start + p.raw.len())
+                }
+                None => {
+                    let end = self.msg.offset_of(via.raw) + via.raw.len();
+                    (end, end)
+                }
+            };
+            self.splice(start, end, |t| match ip {
                 IpAddr::V4(a) => {
                     let _ = write!(t, ";received={a}");
                 }
@@ -182,6 +193,22 @@ impl<'m> Editor<'m> {
     pub fn add_header(&mut self, name: &str, value: &[u8]) {
         let at = self.msg.head().headers_end as usize;
         self.insert_line(at, name, value);
+    }
+
+    /// Removes the first `n` lines of a header (a proxy's own
+    /// Record-Route lines, which it always writes one value per line).
+    pub fn remove_first_lines(&mut self, name: HeaderName, n: usize) {
+        let lines: Vec<_> = self
+            .msg
+            .entries()
+            .iter()
+            .filter(|h| h.name == name)
+            .take(n)
+            .map(|h| h.line)
+            .collect();
+        for l in lines {
+            self.splice(l.start as usize, l.end as usize, |_| {});
+        }
     }
 
     /// Removes every line of a header.
@@ -308,6 +335,31 @@ hi";
             &e.to_bytes()[..],
             b"OPTIONS sip:x SIP/2.0\r\nl: 0\r\nMax-Forwards: 70\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn received_from_the_sender_is_replaced() {
+        let m = msg(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP a;received=203.0.113.66 ;rport;branch=z9hG4bK1\r\nl: 0\r\n\r\n");
+        let mut e = Editor::new(&m);
+        e.set_top_via_received(Some("198.51.100.7".parse().unwrap()), Some(5062));
+        let f = Message::parse(e.to_bytes()).unwrap();
+        let via = f.top_via().unwrap();
+        assert_eq!(
+            via.raw,
+            b"SIP/2.0/UDP a;received=198.51.100.7 ;rport=5062;branch=z9hG4bK1"
+        );
+        assert_eq!(via.params.iter().filter(|p| p.name == b"received").count(), 1);
+    }
+
+    #[test]
+    fn remove_first_lines_keeps_the_rest() {
+        let m = msg(b"INVITE sip:x SIP/2.0\r\nRecord-Route: <sip:a;lr>\r\nRecord-Route: <sip:b;lr>\r\nRecord-Route: <sip:c;lr>\r\nl: 0\r\n\r\n");
+        let mut e = Editor::new(&m);
+        e.remove_first_lines(HeaderName::RecordRoute, 2);
+        e.insert_record_route(b"<sip:n;lr>");
+        let out = Message::parse(e.to_bytes()).unwrap();
+        let rr: Vec<_> = out.record_routes().map(|r| r.unwrap().uri.to_vec()).collect();
+        assert_eq!(rr, vec![b"sip:n;lr".to_vec(), b"sip:c;lr".to_vec()]);
     }
 
     #[test]

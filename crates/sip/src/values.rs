@@ -121,15 +121,18 @@ impl<'a> NameAddr<'a> {
             }
             (Some(d), rest)
         } else {
-            match v.iter().position(|&c| c == b'<') {
-                Some(lt) => {
+            // A token display name holds no `;` or `"`: a `<` after one
+            // of them is inside a parameter of an addr-spec, such as
+            // `sip:a@h;+sip.instance="<urn:...>"`.
+            match v.iter().position(|&c| matches!(c, b'<' | b';' | b'"')) {
+                Some(lt) if v[lt] == b'<' => {
                     let d = trim(&v[..lt]);
                     if !d.iter().all(|&c| is_token(c) || is_ws(c)) {
                         return None;
                     }
                     ((!d.is_empty()).then_some(d), &v[lt..])
                 }
-                None => (None, v),
+                _ => (None, v),
             }
         };
         let (uri, bracketed, rest) = if let Some(inner) = after_display.strip_prefix(b"<") {
@@ -252,6 +255,11 @@ mod tests {
         assert_eq!(a.uri, b"sip:caller@example.net");
         assert_eq!(a.tag(), Some(&b"134"[..]));
         let d = NameAddr::parse(b"\"caller\"<sip:caller@example.com>;tag=1").unwrap();
+        // A quoted parameter of an addr-spec may hold angle brackets.
+        let o = NameAddr::parse(b"sip:a@192.0.2.4;+sip.instance=\"<urn:uuid:1>\";q=1").unwrap();
+        assert!(!o.bracketed);
+        assert_eq!(o.uri, b"sip:a@192.0.2.4");
+        assert_eq!(o.params.get(b"+sip.instance"), Some(Some(&b"\"<urn:uuid:1>\""[..])));
         assert_eq!(d.display, Some(&b"\"caller\""[..]));
         for bad in [
             &b"\"Mr. J. User <sip:j.user@example.com>"[..],
