@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build test lint unit deps fuzz fuzz-deps bench bench-parse clean
+.PHONY: all build test lint unit deps demo certs fuzz fuzz-deps bench bench-parse clean
 
 all: build
 
@@ -20,14 +20,26 @@ lint:
 unit:
 	$(CARGO) test --workspace
 
-# What the tests need from Debian, installed once (CI runs as root).
-DEBS :=
+# What the tests need from Debian, installed once (CI runs as root):
+# SIPp and stunnel for crates/trunkvip/tests.
+DEBS := sip-tester stunnel4
 deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+
+# The proxy on 127.0.0.1:5060 (UDP and TCP) in front of two simulated
+# Edges, health checks every second, a status table every few seconds.
+demo:
+	$(CARGO) build --release -p trunkvip
+	./target/release/trunkvip demo
+
+# Development certificates (CA, server, client) into certs/; the private
+# keys are gitignored.
+certs:
+	$(CARGO) run --release -p trunkvip -- gen-certs --out certs
 
 # Coverage-guided fuzzing of the datagram parser and the stream decoder,
 # FUZZ_SECONDS each (nightly toolchain and cargo-fuzz from crates.io).
@@ -45,7 +57,13 @@ fuzz: fuzz-deps
 bench-parse:
 	$(CARGO) bench -p trunkvip-sip --bench parse
 
-bench: bench-parse
+# The forwarder core with no sockets: CPU per complete call (criterion)
+# and heap per transaction and per dialog (counted by the allocator).
+bench-core:
+	$(CARGO) bench -p trunkvip-proxy --bench core
+	$(CARGO) bench -p trunkvip-proxy --bench memory
+
+bench: bench-parse bench-core
 
 clean:
 	$(CARGO) clean

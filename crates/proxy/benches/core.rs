@@ -25,7 +25,7 @@ fn complete_call(c: &mut Criterion) {
             // Let every transaction and dialog run out.
             d.now += Duration::from_secs(70);
             d.timers();
-            assert_eq!(d.core.in_flight(), 0);
+            assert_eq!(d.core.transactions_alive(), 0);
             d.spent
         })
     });

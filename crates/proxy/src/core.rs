@@ -139,9 +139,16 @@ impl Core {
         self.proxy.drain();
     }
 
-    /// Transactions not yet ended.
+    /// Transactions still waiting for a final answer: what a graceful
+    /// stop waits for.
     pub fn in_flight(&self) -> usize {
         self.proxy.in_flight()
+    }
+
+    /// Transactions alive, including those lingering to absorb
+    /// retransmissions.
+    pub fn transactions_alive(&self) -> usize {
+        self.proxy.alive()
     }
 
     pub fn dialogs(&self) -> usize {

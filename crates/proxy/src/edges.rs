@@ -51,6 +51,11 @@ impl EdgePool {
                 canonical(e.config.address.ip()) == ip && e.config.address.port() == src.port()
             })
             .or_else(|| {
+                // Not on loopback, where carrier, Edges and proxy share one
+                // address and only the port tells them apart.
+                if ip.is_loopback() {
+                    return None;
+                }
                 self.edges
                     .iter()
                     .position(|e| canonical(e.config.address.ip()) == ip)
@@ -179,5 +184,13 @@ mod tests {
             Some(0)
         );
         assert_eq!(p.by_source("198.51.100.2:5060".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn loopback_sources_match_by_port_only() {
+        let mut p = pool(&[("a", 1, 1)]);
+        p.edges[0].config.address = "127.0.0.1:5071".parse().unwrap();
+        assert_eq!(p.by_source("127.0.0.1:5071".parse().unwrap()), Some(0));
+        assert_eq!(p.by_source("127.0.0.1:5060".parse().unwrap()), None);
     }
 }

@@ -36,6 +36,7 @@ mod hash;
 mod health;
 mod io;
 mod metrics;
+pub mod pair;
 mod proxy;
 mod salvage;
 mod timer;

@@ -348,7 +348,22 @@ impl Proxy {
         self.draining = true;
     }
 
+    /// Transactions still waiting for a final answer (lingering ones that
+    /// only absorb retransmissions do not count).
     pub(crate) fn in_flight(&self) -> usize {
+        let servers = self
+            .servers
+            .iter()
+            .filter(|(_, s)| s.state == SState::Proceeding);
+        let clients = self
+            .clients
+            .iter()
+            .filter(|(_, c)| matches!(c.state, CState::Trying | CState::Proceeding));
+        servers.count() + clients.count()
+    }
+
+    /// Transactions alive, lingering ones included.
+    pub(crate) fn alive(&self) -> usize {
         self.servers.len() + self.clients.len()
     }
 
@@ -402,6 +417,14 @@ impl Proxy {
             }
             Hop::Addr(a, t) => (a, t),
         }
+    }
+
+    /// A destination that is one of our own listeners: sending there
+    /// would loop.
+    fn is_ourselves(&self, dest: SocketAddr) -> bool {
+        let host = canonical(dest.ip()) == canonical(self.cfg.host_address)
+            && dest.port() == self.cfg.host_port;
+        host || self.cfg.service.iter().any(|s| s.1 == dest)
     }
 
     fn is_our_ip(&self, ip: IpAddr) -> bool {
@@ -759,7 +782,11 @@ impl Proxy {
                 },
                 Some(_) => {
                     let target = next_route.or(msg.request_uri_bytes());
-                    Ok((vec![self.hop_for_uri(target)], false))
+                    let hop = self.hop_for_uri(target);
+                    if self.is_ourselves(self.hop_addr(hop).0) {
+                        return Err((482, "Loop Detected"));
+                    }
+                    Ok((vec![hop], false))
                 }
             };
         }
@@ -1128,6 +1155,14 @@ impl Proxy {
             }
             return;
         }
+        // An ACK for one of our own answers (its To tag is ours) ends here.
+        if f.to_tag == Some(self.to_tag.as_bytes()) {
+            return;
+        }
+        if f.max_forwards == Some(0) {
+            self.metrics.drop(DropReason::StrayAck);
+            return;
+        }
         // ACK for a 2xx: end to end, routed like any in-dialog request,
         // statelessly (it gets no response).
         let from_edge = from_edge.map(|e| e as u16);
@@ -1136,6 +1171,10 @@ impl Proxy {
             return;
         };
         let (dest, transport) = self.hop_addr(hops[0]);
+        if self.is_ourselves(dest) {
+            self.metrics.loops_detected += 1;
+            return;
+        }
         // A stateless branch: the same ACK always gets the same one.
         let h = fnv1a(f.via.branch().unwrap_or(f.via.raw));
         let branch = crate::branch::make_stateless(self.cfg.instance, h);

@@ -98,7 +98,7 @@ fn a_complete_call_with_record_route() {
     // Everything ends.
     sim.advance(Duration::from_secs(40));
     sim.take();
-    assert_eq!(sim.core.in_flight(), 0);
+    assert_eq!(sim.core.transactions_alive(), 0);
     assert_eq!(
         sim.core.dialogs(),
         0,
@@ -662,4 +662,164 @@ fn ipv6_carrier_and_edges() {
     let ok = reply(inv, 200, "e");
     sim.deliver(addr("[2001:db8::21]:5060"), ok);
     assert_eq!(sim.one_to(addr("[2001:db8::2]:5060")).status(), Some(200));
+}
+
+#[test]
+fn cancel_crossing_a_200_lets_the_200_through() {
+    let mut sim = Sim::new(&[1, 2]);
+    let inv = place(&mut sim, "race", 0);
+    sim.edge_sends(0, reply(&inv, 180, "e"));
+    sim.take();
+    sim.carrier_sends(request(
+        "CANCEL",
+        "sip:+15551234@198.51.100.10",
+        "race",
+        "z9hG4bK-race-1",
+        1,
+        None,
+        "",
+    ));
+    let out = sim.take();
+    assert_eq!(out[0].1.status(), Some(200));
+    assert_eq!(out[1].1.method(), Some(Method::Cancel));
+    // The Edge had already answered: its 200 crosses our CANCEL.
+    sim.edge_sends(0, reply(&inv, 200, "e"));
+    let ok = sim.one_to(addr(CARRIER));
+    assert_eq!(
+        (ok.status(), ok.cseq().unwrap().method),
+        (Some(200), Method::Invite)
+    );
+    // The Edge answers the CANCEL too late to matter: absorbed.
+    sim.edge_sends(0, reply(&out[1].1, 200, "e"));
+    sim.nothing_sent();
+    // The call is up; the carrier hangs up as usual.
+    let route = "Route: <sip:198.51.100.10:5060;transport=udp;lr;tve=EDGE-1>\r\n";
+    sim.carrier_sends(request(
+        "BYE",
+        "sip:edge@198.51.100.21:5060",
+        "race",
+        "z9hG4bK-race-bye",
+        2,
+        Some("e"),
+        route,
+    ));
+    assert_eq!(sim.one_to(edge_addr(0)).method(), Some(Method::Bye));
+}
+
+#[test]
+fn cancel_for_nothing_gets_481_and_stray_acks_are_dropped() {
+    let mut sim = Sim::new(&[1]);
+    sim.carrier_sends(request(
+        "CANCEL",
+        "sip:+15551234@198.51.100.10",
+        "ghost",
+        "z9hG4bK-nothing",
+        1,
+        None,
+        "",
+    ));
+    assert_eq!(sim.one_to(addr(CARRIER)).status(), Some(481));
+    sim.carrier_sends(request(
+        "ACK",
+        "sip:+15551234@198.51.100.10",
+        "ghost2",
+        "z9hG4bK-stray",
+        1,
+        Some("x"),
+        "",
+    ));
+    sim.nothing_sent();
+    assert_eq!(
+        sim.core
+            .metrics()
+            .dropped(trunkvip_proxy::DropReason::StrayAck),
+        1
+    );
+}
+
+#[test]
+fn lost_ack_means_the_edge_retransmits_its_200_and_we_forward_it() {
+    let mut sim = Sim::new(&[1]);
+    let inv = place(&mut sim, "lost-ack", 0);
+    for _ in 0..3 {
+        sim.edge_sends(0, reply(&inv, 200, "e"));
+        assert_eq!(sim.one_to(addr(CARRIER)).status(), Some(200));
+        sim.advance(Duration::from_millis(500));
+    }
+    let route = "Route: <sip:198.51.100.10:5060;transport=udp;lr;tve=EDGE-1>\r\n";
+    sim.carrier_sends(request(
+        "ACK",
+        "sip:edge@198.51.100.21:5060",
+        "lost-ack",
+        "z9hG4bK-la",
+        1,
+        Some("e"),
+        route,
+    ));
+    assert_eq!(sim.one_to(edge_addr(0)).method(), Some(Method::Ack));
+}
+
+#[test]
+fn responses_to_transactions_of_a_dead_peer_host_are_forwarded_by_their_via() {
+    // After a takeover the Edge answers a request the other host sent:
+    // its branch is not ours, but its Via names the VIP.
+    let mut sim = Sim::new(&[1]);
+    let resp = "SIP/2.0 180 Ringing\r\n\
+Via: SIP/2.0/UDP 198.51.100.10:5060;branch=z9hG4bKtv99.1.1.1;rport\r\n\
+Via: SIP/2.0/UDP 198.51.100.2:5060;branch=z9hG4bK-old;rport=5062;received=198.51.100.2\r\n\
+From: <sip:c@198.51.100.2>;tag=1\r\nTo: <sip:x@198.51.100.10>;tag=2\r\nCall-ID: old-call\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+    sim.edge_sends(0, resp);
+    let all = sim.take();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].0, addr("198.51.100.2:5062"));
+    assert_eq!(all[0].1.vias().count(), 1);
+}
+
+#[test]
+fn the_ack_of_our_own_503_is_absorbed_and_nothing_is_sent_to_ourselves() {
+    let mut sim = Sim::new(&[1]);
+    sim.core.set_edge_health(0, false);
+    sim.carrier_sends(invite("self", "z9hG4bK-self"));
+    let r = sim.one_to(addr(CARRIER));
+    assert_eq!(r.status(), Some(503));
+    let tag = r.to().unwrap().tag().unwrap().to_vec();
+    let tag = String::from_utf8(tag).unwrap();
+    sim.carrier_sends(request(
+        "ACK",
+        "sip:+15551234@198.51.100.10",
+        "self",
+        "z9hG4bK-self",
+        1,
+        Some(&tag),
+        "",
+    ));
+    sim.nothing_sent();
+    // An Edge's in-dialog request aimed at our own address is a loop.
+    sim.edge_sends(
+        0,
+        request(
+            "BYE",
+            "sip:x@198.51.100.10:5060",
+            "self2",
+            "z9hG4bK-s2",
+            1,
+            Some("t"),
+            "",
+        ),
+    );
+    assert_eq!(sim.one_to(edge_addr(0)).status(), Some(482));
+}
+
+#[test]
+fn in_flight_counts_only_transactions_waiting_for_an_answer() {
+    let mut sim = Sim::new(&[1]);
+    let inv = place(&mut sim, "if", 0);
+    assert_eq!(sim.core.in_flight(), 2);
+    sim.edge_sends(0, reply(&inv, 200, "e"));
+    sim.take();
+    assert_eq!(
+        sim.core.in_flight(),
+        0,
+        "Accepted transactions linger but are not in flight"
+    );
 }

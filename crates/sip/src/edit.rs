@@ -348,7 +348,10 @@ hi";
             via.raw,
             b"SIP/2.0/UDP a;received=198.51.100.7 ;rport=5062;branch=z9hG4bK1"
         );
-        assert_eq!(via.params.iter().filter(|p| p.name == b"received").count(), 1);
+        assert_eq!(
+            via.params.iter().filter(|p| p.name == b"received").count(),
+            1
+        );
     }
 
     #[test]
@@ -358,7 +361,10 @@ hi";
         e.remove_first_lines(HeaderName::RecordRoute, 2);
         e.insert_record_route(b"<sip:n;lr>");
         let out = Message::parse(e.to_bytes()).unwrap();
-        let rr: Vec<_> = out.record_routes().map(|r| r.unwrap().uri.to_vec()).collect();
+        let rr: Vec<_> = out
+            .record_routes()
+            .map(|r| r.unwrap().uri.to_vec())
+            .collect();
         assert_eq!(rr, vec![b"sip:n;lr".to_vec(), b"sip:c;lr".to_vec()]);
     }
 

@@ -259,7 +259,10 @@ mod tests {
         let o = NameAddr::parse(b"sip:a@192.0.2.4;+sip.instance=\"<urn:uuid:1>\";q=1").unwrap();
         assert!(!o.bracketed);
         assert_eq!(o.uri, b"sip:a@192.0.2.4");
-        assert_eq!(o.params.get(b"+sip.instance"), Some(Some(&b"\"<urn:uuid:1>\""[..])));
+        assert_eq!(
+            o.params.get(b"+sip.instance"),
+            Some(Some(&b"\"<urn:uuid:1>\""[..]))
+        );
         assert_eq!(d.display, Some(&b"\"caller\""[..]));
         for bad in [
             &b"\"Mr. J. User <sip:j.user@example.com>"[..],

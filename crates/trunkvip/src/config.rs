@@ -1,0 +1,986 @@
+//! The TOML configuration file: its schema, the checks that give each
+//! error its key and line, and the conversion to the core's
+//! [`ProxyConfig`] once host names are resolved.
+//!
+//! Parsing is two steps: serde reads the file into the schema below
+//! (unknown keys, wrong types and badly formed values fail there, each with
+//! the span toml gives), then [`Config::from_file`] checks what spans
+//! several keys (a tls listener needs `[tls]`, Edge names are unique...).
+//! Every error names the key as a dotted path (`edge[2].uri`, arrays
+//! counted from 1), the line, and what is wrong.
+
+use std::fmt::{self, Write as _};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+use trunkvip_proxy::{CarrierTarget, EdgeConfig, HealthConfig, ProxyConfig, Timers, Transport};
+use trunkvip_sip::{Host, Scheme, Uri};
+
+/// Where `trunkvip run` looks when `--config` is not given, in order.
+pub const DEFAULT_PATHS: [&str; 2] = ["./trunkvip.toml", "/etc/trunkvip/trunkvip.toml"];
+
+/// The admin endpoint when `[admin]` says nothing.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
+
+/// An error in the configuration: the key, the line, what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, when the text came from one.
+    pub file: Option<PathBuf>,
+    /// Dotted path of the key, e.g. `health_check.interval` or `edge[2].uri`.
+    pub key: Option<String>,
+    /// 1-based line of the offending key or value.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn plain(message: impl Into<String>) -> Self {
+        ConfigError {
+            file: None,
+            key: None,
+            line: None,
+            message: message.into(),
+        }
+    }
+
+    /// Sets the file name shown before the line.
+    pub fn in_file(mut self, path: &Path) -> Self {
+        self.file = Some(path.to_path_buf());
+        self
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.file, self.line) {
+            (Some(p), Some(l)) => write!(f, "{}:{l}: ", p.display())?,
+            (Some(p), None) => write!(f, "{}: ", p.display())?,
+            (None, Some(l)) => write!(f, "line {l}: ")?,
+            (None, None) => {}
+        }
+        if let Some(k) = &self.key {
+            write!(f, "{k}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// ---------------------------------------------------------------------------
+// Values that check themselves while serde reads them, so that toml's span
+// points at the bad value.
+
+/// A duration written `250ms`, `30s`, `5m`, `1h` or a sum such as `1m30s`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+/// Parses the duration syntax of the file: one or more `<digits><unit>`
+/// groups with no spaces, units `ms`, `s`, `m`, `h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!("invalid duration {s:?}: write a number and a unit, e.g. \"250ms\", \"30s\", \"5m\", \"1h\"")
+    };
+    if s.is_empty() {
+        return Err(bad());
+    }
+    let mut rest = s;
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 12 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let d = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total += d;
+    }
+    Ok(total)
+}
+
+/// Writes a duration the way the file does.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 || ms == 0 {
+        format!("{ms}ms")
+    } else if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else {
+        format!("{}s", ms / 1000)
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(Dur).map_err(de::Error::custom)
+    }
+}
+
+/// One `listen` entry: `udp:IP:PORT`, `tcp:IP:PORT`, `tls:IP:PORT`; IPv6
+/// in brackets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listen {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+impl FromStr for Listen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| {
+            format!("invalid listen address {s:?}: {why} (write \"udp:192.0.2.10:5060\", \"tcp:[2001:db8::10]:5060\" or \"tls:...:5061\")")
+        };
+        let (t, addr) = s.split_once(':').ok_or_else(|| bad("no transport"))?;
+        let transport = Transport::from_param(t.as_bytes())
+            .ok_or_else(|| bad("the transport must be udp, tcp or tls"))?;
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|_| bad("expected an IP address and a port"))?;
+        if addr.ip().is_unspecified() {
+            return Err(bad(
+                "an unspecified address cannot go in Via and Record-Route: listen on the service address (the VIP)",
+            ));
+        }
+        if addr.port() == 0 {
+            return Err(bad("port 0"));
+        }
+        Ok(Listen { transport, addr })
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.transport, self.addr)
+    }
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(de::Error::custom)
+    }
+}
+
+/// Where a target's host is: an address, or a name to resolve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetHost {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl fmt::Display for TargetHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetHost::Ip(IpAddr::V6(a)) => write!(f, "[{a}]"),
+            TargetHost::Ip(a) => write!(f, "{a}"),
+            TargetHost::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// A `sip:` or `sips:` URI of an Edge or a carrier, taken apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SipTarget {
+    /// As written.
+    pub uri: String,
+    pub host: TargetHost,
+    /// The port written, or 5060 (5061 for TLS).
+    pub port: u16,
+    pub transport: Transport,
+}
+
+impl FromStr for SipTarget {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let uri = Uri::parse(s.as_bytes()).map_err(|_| {
+            format!(
+                "{s:?} is not a valid SIP URI (write e.g. \"sip:192.0.2.21:5060;transport=udp\")"
+            )
+        })?;
+        let sips = match uri.scheme {
+            Scheme::Sip => false,
+            Scheme::Sips => true,
+            _ => return Err(format!("{s:?}: only sip: and sips: URIs are supported")),
+        };
+        let transport = match uri.transport() {
+            None if sips => Transport::Tls,
+            None => Transport::Udp,
+            Some(p) => match Transport::from_param(p) {
+                Some(Transport::Udp) if sips => {
+                    return Err(format!("{s:?}: a sips: URI cannot use transport=udp"))
+                }
+                Some(Transport::Tcp) if sips => Transport::Tls,
+                Some(t) => t,
+                None => {
+                    return Err(format!(
+                        "{s:?}: transport {:?} is not supported (udp, tcp or tls)",
+                        String::from_utf8_lossy(p)
+                    ))
+                }
+            },
+        };
+        if uri.maddr().is_some() {
+            return Err(format!("{s:?}: maddr is not supported"));
+        }
+        let host = match uri.host {
+            Some(Host::V4(a)) => TargetHost::Ip(a.into()),
+            Some(Host::V6(a)) => TargetHost::Ip(a.into()),
+            Some(Host::Domain(d)) => {
+                TargetHost::Name(String::from_utf8_lossy(d).trim_end_matches('.').to_owned())
+            }
+            None => return Err(format!("{s:?}: the URI has no host")),
+        };
+        let port = uri.port.unwrap_or(match transport {
+            Transport::Tls => 5061,
+            _ => 5060,
+        });
+        if port == 0 {
+            return Err(format!("{s:?}: port 0"));
+        }
+        Ok(SipTarget {
+            uri: s.to_owned(),
+            host,
+            port,
+            transport,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for SipTarget {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(de::Error::custom)
+    }
+}
+
+/// An address block of `carrier.allow`: `198.51.100.0/24`, or one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Net(pub IpNet);
+
+impl FromStr for Net {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(n) = s.parse::<IpNet>() {
+            if n.trunc() != n {
+                return Err(format!(
+                    "{s:?} has host bits set: did you mean \"{}\"?",
+                    n.trunc()
+                ));
+            }
+            return Ok(Net(n));
+        }
+        s.parse::<IpAddr>().map(|a| Net(IpNet::from(a))).map_err(|_| {
+            format!("{s:?} is not an address block (write e.g. \"198.51.100.0/24\" or \"2001:db8::/32\")")
+        })
+    }
+}
+
+/// An IP address written as a string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ip(pub IpAddr);
+
+impl<'de> Deserialize<'de> for Ip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map(Ip)
+            .map_err(|_| de::Error::custom(format!("{s:?} is not an IP address")))
+    }
+}
+
+/// A socket address written as a string (`127.0.0.1:9090`, `[::1]:9090`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Addr(pub SocketAddr);
+
+impl<'de> Deserialize<'de> for Addr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(Addr).map_err(|_| {
+            de::Error::custom(format!(
+                "{s:?} is not an address and port (write e.g. \"127.0.0.1:9090\" or \"[::1]:9090\")"
+            ))
+        })
+    }
+}
+
+/// An integer within bounds, with an error that says the bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounded<const MIN: u64, const MAX: u64>(pub u64);
+
+impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Bounded<MIN, MAX> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<const MIN: u64, const MAX: u64>;
+        impl<const MIN: u64, const MAX: u64> de::Visitor<'_> for V<MIN, MAX> {
+            type Value = u64;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "an integer from {MIN} to {MAX}")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+                match u64::try_from(v) {
+                    Ok(v) if (MIN..=MAX).contains(&v) => Ok(v),
+                    _ => Err(E::custom(format!(
+                        "{v} is out of range: expected an integer from {MIN} to {MAX}"
+                    ))),
+                }
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+                if (MIN..=MAX).contains(&v) {
+                    Ok(v)
+                } else {
+                    Err(E::custom(format!(
+                        "{v} is out of range: expected an integer from {MIN} to {MAX}"
+                    )))
+                }
+            }
+        }
+        d.deserialize_i64(V::<MIN, MAX>).map(Bounded)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The schema: the keys of the file, exactly.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    // Arrays of strings are parsed after serde: toml's errors inside an
+    // array point at the whole array, and each element has its own line.
+    listen: Spanned<Vec<Spanned<String>>>,
+    host_address: Option<Spanned<Ip>>,
+    workers: Option<Bounded<1, 1024>>,
+    tls: Option<Spanned<TlsSection>>,
+    #[serde(default)]
+    edge: Vec<Spanned<EdgeSection>>,
+    #[serde(default)]
+    health_check: HealthSection,
+    #[serde(default)]
+    carrier: CarrierSection,
+    #[serde(default)]
+    admin: AdminSection,
+    vip: Option<Spanned<toml::Value>>,
+    pair: Option<Spanned<toml::Value>>,
+    debug: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    cert: Spanned<PathBuf>,
+    key: Spanned<PathBuf>,
+    client_ca: Option<Spanned<PathBuf>>,
+    edge_ca: Option<Spanned<PathBuf>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EdgeSection {
+    name: Spanned<String>,
+    uri: Spanned<SipTarget>,
+    priority: Bounded<1, 255>,
+    weight: Option<Bounded<1, 1_000_000>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthSection {
+    interval: Option<Spanned<Dur>>,
+    timeout: Option<Spanned<Dur>>,
+    failure_threshold: Option<Bounded<1, 1000>>,
+    recovery_threshold: Option<Bounded<1, 1000>>,
+    failover_after: Option<Spanned<Dur>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CarrierSection {
+    #[serde(default)]
+    uris: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminSection {
+    listen: Option<Addr>,
+}
+
+// ---------------------------------------------------------------------------
+// The effective configuration.
+
+/// Certificate files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Our certificate chain (PEM), shown to carriers and to TLS Edges.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, carriers must show a certificate this CA signed.
+    pub client_ca: Option<PathBuf>,
+    /// CAs that sign the certificates of TLS Edges (default: the system's).
+    pub edge_ca: Option<PathBuf>,
+}
+
+/// One `[[edge]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Edge {
+    pub name: String,
+    pub target: SipTarget,
+    pub priority: u8,
+    pub weight: u32,
+}
+
+/// The checked configuration, defaults filled in, names not yet resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub listen: Vec<Listen>,
+    pub host_address: IpAddr,
+    pub workers: usize,
+    pub tls: Option<TlsFiles>,
+    pub edges: Vec<Edge>,
+    pub health: HealthConfig,
+    pub failover_after: Duration,
+    pub carriers: Vec<SipTarget>,
+    pub carrier_allow: Vec<IpNet>,
+    pub admin: SocketAddr,
+}
+
+/// Turns byte offsets into lines and key paths.
+struct Locator<'t> {
+    text: &'t str,
+    /// Every key, value and array element with its dotted path.
+    spans: Vec<(String, std::ops::Range<usize>)>,
+}
+
+impl<'t> Locator<'t> {
+    fn new(text: &'t str) -> Self {
+        let mut spans = vec![];
+        if let Ok(t) = DeTable::parse(text) {
+            walk(t.get_ref(), "", &mut spans);
+        }
+        Locator { text, spans }
+    }
+
+    fn line(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        self.text.as_bytes()[..offset]
+            .iter()
+            .filter(|&&c| c == b'\n')
+            .count()
+            + 1
+    }
+
+    /// The innermost key whose key, value or element holds `offset`.
+    fn key_at(&self, offset: usize) -> Option<String> {
+        self.spans
+            .iter()
+            .filter(|(_, r)| {
+                r.start <= offset && (offset < r.end || r.is_empty() && offset == r.start)
+            })
+            .min_by_key(|(path, r)| (r.len(), std::cmp::Reverse(path.len())))
+            .map(|(p, _)| p.clone())
+    }
+
+    fn error(
+        &self,
+        span: Option<std::ops::Range<usize>>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let (key, line) = match span {
+            Some(s) => (self.key_at(s.start), Some(self.line(s.start))),
+            None => (None, None),
+        };
+        ConfigError {
+            file: None,
+            key,
+            line,
+            message: message.into(),
+        }
+    }
+
+    fn at<T>(&self, s: &Spanned<T>, message: impl Into<String>) -> ConfigError {
+        self.error(Some(s.span()), message)
+    }
+}
+
+fn walk(t: &DeTable<'_>, prefix: &str, out: &mut Vec<(String, std::ops::Range<usize>)>) {
+    for (k, v) in t.iter() {
+        let path = if prefix.is_empty() {
+            k.get_ref().to_string()
+        } else {
+            format!("{prefix}.{}", k.get_ref())
+        };
+        out.push((path.clone(), k.span()));
+        out.push((path.clone(), v.span()));
+        walk_value(v.get_ref(), &path, out);
+    }
+}
+
+fn walk_value(v: &DeValue<'_>, path: &str, out: &mut Vec<(String, std::ops::Range<usize>)>) {
+    match v {
+        DeValue::Table(t) => walk(t, path, out),
+        DeValue::Array(a) => {
+            for (n, e) in a.iter().enumerate() {
+                let p = format!("{path}[{}]", n + 1);
+                out.push((p.clone(), e.span()));
+                walk_value(e.get_ref(), &p, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Config {
+    /// Reads and checks a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::plain(format!("cannot read {}: {e}", path.display())))?;
+        Config::parse(&text).map_err(|e| e.in_file(path))
+    }
+
+    /// Checks the text of a file.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let loc = Locator::new(text);
+        let file: File = toml::from_str(text).map_err(|e| {
+            let msg = e.message().trim().to_owned();
+            let msg = msg
+                .strip_prefix("unknown field")
+                .map(|rest| format!("unknown key{rest}"))
+                .or_else(|| {
+                    msg.strip_prefix("missing field")
+                        .map(|r| format!("missing key{r}"))
+                })
+                .unwrap_or(msg);
+            loc.error(e.span(), msg)
+        })?;
+        Config::from_file(file, &loc)
+    }
+
+    fn from_file(file: File, loc: &Locator<'_>) -> Result<Config, ConfigError> {
+        for (name, v, issue) in [
+            ("vip", &file.vip, "the floating VIP"),
+            ("pair", &file.pair, "the host pair"),
+            ("debug", &file.debug, "debugging"),
+        ] {
+            if let Some(v) = v {
+                return Err(loc.at(
+                    v,
+                    format!("[{name}] is not supported yet: it comes with the issue on {issue}; remove it"),
+                ));
+            }
+        }
+
+        // listen
+        if file.listen.get_ref().is_empty() {
+            return Err(loc.at(&file.listen, "at least one listen address is needed"));
+        }
+        let mut listen: Vec<Listen> = vec![];
+        for l in file.listen.get_ref() {
+            let this: Listen = l.get_ref().parse().map_err(|m| loc.at(l, m))?;
+            if listen.iter().any(|o| o.transport == this.transport) {
+                return Err(loc.at(
+                    l,
+                    format!(
+                        "a second {} listener is not supported: one address per transport (the service address)",
+                        this.transport
+                    ),
+                ));
+            }
+            listen.push(this);
+        }
+
+        let host_address = match &file.host_address {
+            Some(h) => {
+                if h.get_ref().0.is_unspecified() {
+                    return Err(
+                        loc.at(h, "must be this host's own address, not an unspecified one")
+                    );
+                }
+                h.get_ref().0
+            }
+            None => listen[0].addr.ip(),
+        };
+
+        // tls
+        let tls = file.tls.as_ref().map(|t| {
+            let s = t.get_ref();
+            TlsFiles {
+                cert: s.cert.get_ref().clone(),
+                key: s.key.get_ref().clone(),
+                client_ca: s.client_ca.as_ref().map(|p| p.get_ref().clone()),
+                edge_ca: s.edge_ca.as_ref().map(|p| p.get_ref().clone()),
+            }
+        });
+        if let Some(t) = &file.tls {
+            for p in [&t.get_ref().cert, &t.get_ref().key]
+                .into_iter()
+                .chain(t.get_ref().client_ca.as_ref())
+                .chain(t.get_ref().edge_ca.as_ref())
+            {
+                if p.get_ref().as_os_str().is_empty() {
+                    return Err(loc.at(p, "empty path"));
+                }
+            }
+        }
+        if tls.is_none() {
+            if let Some(n) = listen.iter().position(|l| l.transport == Transport::Tls) {
+                let l = &file.listen.get_ref()[n];
+                return Err(loc.at(l, "a tls listener needs a [tls] section with cert and key"));
+            }
+        }
+
+        // edges
+        if file.edge.is_empty() {
+            return Err(loc.error(None, "no [[edge]]: at least one Edge is needed"));
+        }
+        let mut edges: Vec<Edge> = vec![];
+        for e in &file.edge {
+            let s = e.get_ref();
+            let name = s.name.get_ref();
+            let ok = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+            if !ok {
+                return Err(loc.at(
+                    &s.name,
+                    format!("{name:?}: a name has 1 to 64 letters, digits, '-', '_' or '.'"),
+                ));
+            }
+            if edges.iter().any(|o| &o.name == name) {
+                return Err(loc.at(&s.name, format!("{name:?} is the name of an earlier Edge")));
+            }
+            let target = s.uri.get_ref().clone();
+            if !listen.iter().any(|l| l.transport == target.transport) {
+                return Err(loc.at(
+                    &s.uri,
+                    format!(
+                        "this Edge uses {} but no {} listener is configured: add \"{}:...\" to listen",
+                        target.transport, target.transport, target.transport
+                    ),
+                ));
+            }
+            if target.transport == Transport::Tls && tls.is_none() {
+                return Err(loc.at(&s.uri, "a tls Edge needs a [tls] section with cert and key"));
+            }
+            if let Some(o) = edges
+                .iter()
+                .find(|o| o.target.host == target.host && o.target.port == target.port)
+            {
+                return Err(loc.at(&s.uri, format!("same address as Edge {:?}", o.name)));
+            }
+            edges.push(Edge {
+                name: name.clone(),
+                target,
+                priority: s.priority.0 as u8,
+                weight: s.weight.map_or(1, |w| w.0 as u32),
+            });
+        }
+
+        // health_check
+        let h = &file.health_check;
+        let defaults = HealthConfig::default();
+        let min = Duration::from_millis(100);
+        let dur = |d: &Option<Spanned<Dur>>, default: Duration, min: Duration| match d {
+            None => Ok(default),
+            Some(s) if s.get_ref().0 < min => Err(loc.at(
+                s,
+                format!(
+                    "{} is too short: at least {}",
+                    format_duration(s.get_ref().0),
+                    format_duration(min)
+                ),
+            )),
+            Some(s) => Ok(s.get_ref().0),
+        };
+        let health = HealthConfig {
+            interval: dur(&h.interval, defaults.interval, min)?,
+            timeout: dur(&h.timeout, defaults.timeout, min)?,
+            failure_threshold: h
+                .failure_threshold
+                .map_or(defaults.failure_threshold, |v| v.0 as u32),
+            recovery_threshold: h
+                .recovery_threshold
+                .map_or(defaults.recovery_threshold, |v| v.0 as u32),
+        };
+        let failover_after = dur(
+            &h.failover_after,
+            Timers::default().failover_after,
+            Duration::from_millis(10),
+        )?;
+
+        // carrier
+        let mut carriers = vec![];
+        for c in &file.carrier.uris {
+            let t: SipTarget = c.get_ref().parse().map_err(|m| loc.at(c, m))?;
+            let t = &t;
+            if !listen.iter().any(|l| l.transport == t.transport) {
+                return Err(loc.at(
+                    c,
+                    format!(
+                        "this carrier uses {} but no {} listener is configured",
+                        t.transport, t.transport
+                    ),
+                ));
+            }
+            if t.transport == Transport::Tls && tls.is_none() {
+                return Err(loc.at(c, "a tls carrier needs a [tls] section with cert and key"));
+            }
+            carriers.push(t.clone());
+        }
+        let mut carrier_allow = vec![];
+        for a in &file.carrier.allow {
+            let n: Net = a.get_ref().parse().map_err(|m| loc.at(a, m))?;
+            carrier_allow.push(n.0);
+        }
+
+        let admin = file
+            .admin
+            .listen
+            .map_or_else(|| DEFAULT_ADMIN.parse().expect("valid"), |a| a.0);
+
+        Ok(Config {
+            listen,
+            host_address,
+            workers: file.workers.map_or_else(default_workers, |w| w.0 as usize),
+            tls,
+            edges,
+            health,
+            failover_after,
+            carriers,
+            carrier_allow,
+            admin,
+        })
+    }
+
+    /// The service address of a transport.
+    pub fn listen_addr(&self, t: Transport) -> Option<SocketAddr> {
+        self.listen
+            .iter()
+            .find(|l| l.transport == t)
+            .map(|l| l.addr)
+    }
+
+    /// The effective configuration, as a file that gives the same result,
+    /// with resolved addresses as comments.
+    pub fn render(&self, resolved: Option<&Resolved>) -> String {
+        let mut o = String::new();
+        let q = |s: &str| toml_string(s);
+        let list = |v: Vec<String>| v.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ");
+        let _ = writeln!(
+            o,
+            "listen = [{}]",
+            list(self.listen.iter().map(|l| l.to_string()).collect())
+        );
+        let _ = writeln!(o, "host_address = {}", q(&self.host_address.to_string()));
+        let _ = writeln!(o, "workers = {}", self.workers);
+        if let Some(t) = &self.tls {
+            let _ = writeln!(o, "\n[tls]");
+            let _ = writeln!(o, "cert = {}", q(&t.cert.display().to_string()));
+            let _ = writeln!(o, "key = {}", q(&t.key.display().to_string()));
+            if let Some(c) = &t.client_ca {
+                let _ = writeln!(o, "client_ca = {}", q(&c.display().to_string()));
+            }
+            if let Some(c) = &t.edge_ca {
+                let _ = writeln!(o, "edge_ca = {}", q(&c.display().to_string()));
+            }
+        }
+        for (n, e) in self.edges.iter().enumerate() {
+            let _ = writeln!(o, "\n[[edge]]");
+            let _ = writeln!(o, "name = {}", q(&e.name));
+            let _ = write!(o, "uri = {}", q(&e.target.uri));
+            match resolved.and_then(|r| r.edges.get(n)) {
+                Some(a) => {
+                    let _ = writeln!(o, "   # {} {a}", e.target.transport);
+                }
+                None => o.push('\n'),
+            }
+            let _ = writeln!(o, "priority = {}", e.priority);
+            let _ = writeln!(o, "weight = {}", e.weight);
+        }
+        let h = &self.health;
+        let _ = writeln!(o, "\n[health_check]");
+        let _ = writeln!(o, "interval = {}", q(&format_duration(h.interval)));
+        let _ = writeln!(o, "timeout = {}", q(&format_duration(h.timeout)));
+        let _ = writeln!(o, "failure_threshold = {}", h.failure_threshold);
+        let _ = writeln!(o, "recovery_threshold = {}", h.recovery_threshold);
+        let _ = writeln!(
+            o,
+            "failover_after = {}",
+            q(&format_duration(self.failover_after))
+        );
+        let _ = writeln!(o, "\n[carrier]");
+        let _ = write!(
+            o,
+            "uris = [{}]",
+            list(self.carriers.iter().map(|c| c.uri.clone()).collect())
+        );
+        match resolved {
+            Some(r) if !r.carriers.is_empty() => {
+                let a: Vec<String> = r.carriers.iter().map(|a| a.to_string()).collect();
+                let _ = writeln!(o, "   # {}", a.join(", "));
+            }
+            _ => o.push('\n'),
+        }
+        if self.carrier_allow.is_empty() {
+            let _ = writeln!(o, "# allow: omitted, any source is accepted");
+        } else {
+            let _ = writeln!(
+                o,
+                "allow = [{}]",
+                list(self.carrier_allow.iter().map(|n| n.to_string()).collect())
+            );
+        }
+        let _ = writeln!(o, "\n[admin]");
+        let _ = writeln!(o, "listen = {}", q(&self.admin.to_string()));
+        o
+    }
+
+    /// Resolves the host names of Edges and carriers (A and AAAA through
+    /// the system resolver; SRV and NAPTR are not looked up, so a name
+    /// without a port uses 5060, or 5061 for TLS).
+    pub async fn resolve(&self) -> Result<Resolved, ConfigError> {
+        let mut edges = vec![];
+        for (n, e) in self.edges.iter().enumerate() {
+            let a = self
+                .resolve_target(&e.target)
+                .await
+                .map_err(|m| ConfigError {
+                    key: Some(format!("edge[{}].uri", n + 1)),
+                    ..ConfigError::plain(m)
+                })?;
+            edges.push(a);
+        }
+        let mut carriers = vec![];
+        for (n, c) in self.carriers.iter().enumerate() {
+            let a = self.resolve_target(c).await.map_err(|m| ConfigError {
+                key: Some(format!("carrier.uris[{}]", n + 1)),
+                ..ConfigError::plain(m)
+            })?;
+            carriers.push(a);
+        }
+        Ok(Resolved { edges, carriers })
+    }
+
+    async fn resolve_target(&self, t: &SipTarget) -> Result<SocketAddr, String> {
+        let name = match &t.host {
+            TargetHost::Ip(ip) => return Ok(SocketAddr::new(*ip, t.port)),
+            TargetHost::Name(n) => n,
+        };
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), t.port))
+            .await
+            .map_err(|e| format!("cannot resolve {name:?}: {e}"))?
+            .collect();
+        // Only the family of our listener for that transport can be
+        // reached from it.
+        let v6 = self.listen_addr(t.transport).is_some_and(|a| a.is_ipv6());
+        addrs
+            .iter()
+            .find(|a| a.is_ipv6() == v6)
+            .copied()
+            .ok_or_else(|| match addrs.first() {
+                Some(a) => format!(
+                    "{name:?} resolves to {} only, but the {} listener is IPv{}",
+                    a.ip(),
+                    t.transport,
+                    if v6 { 6 } else { 4 }
+                ),
+                None => format!("{name:?} has no address"),
+            })
+    }
+
+    /// The core's configuration for one worker. `host_port` is the port
+    /// the probe socket got; `instance` tells this process's branches apart.
+    pub fn proxy_config(
+        &self,
+        resolved: &Resolved,
+        host_port: u16,
+        instance: u32,
+        health_probing: bool,
+    ) -> ProxyConfig {
+        let service = self.listen.iter().map(|l| (l.transport, l.addr)).collect();
+        let mut pc = ProxyConfig::new(service, self.host_address);
+        pc.host_port = host_port;
+        pc.edges = self
+            .edges
+            .iter()
+            .zip(&resolved.edges)
+            .map(|(e, a)| EdgeConfig {
+                name: e.name.clone(),
+                uri: e.target.uri.clone(),
+                address: *a,
+                transport: e.target.transport,
+                priority: e.priority,
+                weight: e.weight,
+            })
+            .collect();
+        pc.carriers = self
+            .carriers
+            .iter()
+            .zip(&resolved.carriers)
+            .map(|(c, a)| CarrierTarget {
+                uri: c.uri.clone(),
+                address: *a,
+                transport: c.transport,
+            })
+            .collect();
+        pc.carrier_allow = self.carrier_allow.clone();
+        pc.health = self.health;
+        pc.timers.failover_after = self.failover_after;
+        pc.instance = instance;
+        pc.health_probing = health_probing;
+        pc
+    }
+}
+
+/// Addresses of the Edges and carriers, in the order of the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    pub edges: Vec<SocketAddr>,
+    pub carriers: Vec<SocketAddr>,
+}
+
+fn toml_string(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,176 @@
+//! The sockets around the cores: what comes in is handed to the worker
+//! that owns its Call-ID, what the cores send goes out on the right socket
+//! or connection.
+//!
+//! - [`udp`]: the service socket (the VIP) and the host socket that health
+//!   probes leave from, through socket2 with large buffers and
+//!   IP_FREEBIND.
+//! - [`stream`]: TCP and TLS connections, inbound and outbound, in one
+//!   registry so that responses and in-dialog requests go back over the
+//!   connection the peer opened.
+
+pub mod stream;
+pub mod udp;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ipnet::IpNet;
+use tokio::net::UdpSocket;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tracing::{debug, enabled, Level};
+use trunkvip_proxy::{Incoming, Origin, Transmit, Transport};
+use trunkvip_sip::Message;
+
+use crate::tls::TlsState;
+use crate::worker::{Control, Work, WorkerHandle};
+
+/// Everything a worker or a receive task needs to move messages.
+#[derive(Debug)]
+pub struct Transports {
+    pub workers: Vec<WorkerHandle>,
+    /// The service UDP socket (the VIP), when a udp listener exists.
+    pub udp: Option<Arc<UdpSocket>>,
+    /// The socket health probes leave from (`host_address`).
+    pub host_udp: Option<Arc<UdpSocket>>,
+    pub conns: stream::Registry,
+    pub tls: Option<Arc<TlsState>>,
+    /// The service addresses, per transport.
+    pub service: Vec<(Transport, SocketAddr)>,
+    pub host_address: IpAddr,
+    pub limits: trunkvip_sip::Limits,
+    /// Edge names by address, for logs.
+    pub edge_names: HashMap<SocketAddr, String>,
+    /// The names TLS certificates of Edges and carriers are checked
+    /// against, by address (the URI's host).
+    pub tls_names: HashMap<SocketAddr, ServerName<'static>>,
+    /// Addresses of the Edges, always accepted.
+    pub edge_ips: Vec<IpAddr>,
+    /// `carrier.allow`; empty accepts any source.
+    pub carrier_allow: Vec<IpNet>,
+    /// Set by SIGTERM.
+    pub draining: std::sync::atomic::AtomicBool,
+}
+
+impl Transports {
+    /// Whether a TCP or TLS connection from `ip` is worth accepting: an
+    /// Edge, or a source `carrier.allow` accepts (the core checks every
+    /// message again).
+    pub fn accepts(&self, ip: IpAddr) -> bool {
+        self.carrier_allow.is_empty()
+            || self.edge_ips.contains(&ip)
+            || self.carrier_allow.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The worker for a message: the probing worker (0) for probe answers
+    /// and anything arriving at the host socket, else by Call-ID.
+    pub fn shard(&self, data: &[u8], host_side: bool) -> usize {
+        if host_side || trunkvip_proxy::is_probe(data) {
+            0
+        } else {
+            trunkvip_proxy::shard_of(data, self.workers.len())
+        }
+    }
+
+    pub async fn dispatch_datagram(&self, incoming: Incoming, data: Bytes, host_side: bool) {
+        let n = self.shard(&data, host_side);
+        if enabled!(Level::DEBUG) {
+            if let Ok(m) = Message::parse_datagram(data.clone(), &self.limits) {
+                self.log_in(&m, &incoming);
+            }
+        }
+        // A closed inbox means shutdown.
+        let _ = self.workers[n]
+            .work
+            .send(Work::Datagram(incoming, data))
+            .await;
+    }
+
+    pub async fn dispatch_message(&self, incoming: Incoming, msg: Message, host_side: bool) {
+        let n = self.shard(msg.as_bytes(), host_side);
+        if enabled!(Level::DEBUG) {
+            self.log_in(&msg, &incoming);
+        }
+        let _ = self.workers[n]
+            .work
+            .send(Work::Message(incoming, msg))
+            .await;
+    }
+
+    /// Sends a control message to every worker but `except`.
+    pub fn broadcast(&self, except: Option<usize>, make: impl Fn() -> Control) {
+        for (n, w) in self.workers.iter().enumerate() {
+            if Some(n) != except {
+                let _ = w.control.send(make());
+            }
+        }
+    }
+
+    /// Sends what a core produced.
+    pub async fn send(self: &Arc<Self>, t: Transmit) {
+        if enabled!(Level::DEBUG) {
+            if let Ok(m) = Message::parse_datagram(t.payload.clone(), &self.limits) {
+                self.log_out(&m, &t);
+            }
+        }
+        match t.transport {
+            Transport::Udp => {
+                let sock = match t.origin {
+                    Origin::Host => self.host_udp.as_ref().or(self.udp.as_ref()),
+                    Origin::Service => self.udp.as_ref(),
+                };
+                let Some(sock) = sock else {
+                    debug!(destination = %t.destination, "no udp socket for this message: dropped");
+                    return;
+                };
+                udp::send(sock, &t.payload, t.destination).await;
+            }
+            Transport::Tcp | Transport::Tls => stream::send(self, t),
+        }
+    }
+
+    fn peer_name(&self, addr: &SocketAddr) -> String {
+        self.edge_names
+            .get(addr)
+            .cloned()
+            .unwrap_or_else(|| addr.to_string())
+    }
+
+    fn log_in(&self, m: &Message, from: &Incoming) {
+        let who = self.peer_name(&from.source);
+        let cid = String::from_utf8_lossy(m.call_id().unwrap_or(b"-"));
+        match m.status() {
+            Some(code) => debug!(
+                "<- {code} {} call-id={cid} from {who} ({})",
+                String::from_utf8_lossy(m.reason().unwrap_or_default()),
+                from.transport
+            ),
+            None => debug!(
+                "<- {} {} call-id={cid} from {who} ({})",
+                String::from_utf8_lossy(m.method_bytes().unwrap_or_default()),
+                String::from_utf8_lossy(m.request_uri_bytes().unwrap_or_default()),
+                from.transport
+            ),
+        }
+    }
+
+    fn log_out(&self, m: &Message, t: &Transmit) {
+        let who = self.peer_name(&t.destination);
+        let cid = String::from_utf8_lossy(m.call_id().unwrap_or(b"-"));
+        match m.status() {
+            Some(code) => debug!(
+                "-> {code} {} call-id={cid} to {who} ({})",
+                String::from_utf8_lossy(m.reason().unwrap_or_default()),
+                t.transport
+            ),
+            None => debug!(
+                "-> {} {} call-id={cid} to {who} ({})",
+                String::from_utf8_lossy(m.method_bytes().unwrap_or_default()),
+                String::from_utf8_lossy(m.request_uri_bytes().unwrap_or_default()),
+                t.transport
+            ),
+        }
+    }
+}

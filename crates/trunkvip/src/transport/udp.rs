@@ -1,0 +1,87 @@
+//! UDP: sockets made with socket2 (large buffers, IP_FREEBIND so a backup
+//! host binds the VIP before it holds it) and the receive loop.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tracing::{debug, warn};
+use trunkvip_proxy::Incoming;
+
+use super::Transports;
+
+/// What we ask of the kernel for each direction; it caps the receive side
+/// at net.core.rmem_max.
+const BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
+/// Binds a UDP socket. With `freebind` the address need not be on an
+/// interface yet (IP_FREEBIND, IPV6_FREEBIND).
+pub fn bind(addr: SocketAddr, freebind: bool) -> io::Result<UdpSocket> {
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    // Best effort: an unprivileged process gets what rmem_max allows.
+    let _ = sock.set_recv_buffer_size(BUFFER_BYTES);
+    let _ = sock.set_send_buffer_size(BUFFER_BYTES);
+    if freebind {
+        set_freebind(&sock, addr)?;
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    UdpSocket::from_std(sock.into())
+}
+
+pub(crate) fn set_freebind(sock: &Socket, addr: SocketAddr) -> io::Result<()> {
+    if addr.is_ipv6() {
+        sock.set_freebind_v6(true)
+    } else {
+        sock.set_freebind_v4(true)
+    }
+}
+
+/// Sends one datagram; errors (an ICMP port unreachable reported on a
+/// later send, a full buffer) are the network's to lose.
+pub async fn send(sock: &UdpSocket, payload: &[u8], to: SocketAddr) {
+    let r = match sock.try_send_to(payload, to) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock.send_to(payload, to).await,
+        r => r,
+    };
+    if let Err(e) = r {
+        debug!(destination = %to, "udp send failed: {e}");
+    }
+}
+
+/// Reads datagrams and hands each to its worker. `host_side`: this is the
+/// probe socket, whose answers belong to the probing worker.
+pub async fn receive(sock: Arc<UdpSocket>, transports: Arc<Transports>, host_side: bool) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, source) = match sock.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                // ECONNREFUSED and the like, reported for an earlier send.
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+                ) {
+                    warn!("udp receive: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                continue;
+            }
+        };
+        let data = &buf[..n];
+        // RFC 5626 keep-alives and stray CRLFs carry nothing to proxy.
+        if data.iter().all(|c| matches!(c, b'\r' | b'\n' | b' ')) {
+            continue;
+        }
+        let data = Bytes::copy_from_slice(data);
+        transports
+            .dispatch_datagram(Incoming::udp(source), data, host_side)
+            .await;
+    }
+}

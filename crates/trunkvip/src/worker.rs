@@ -1,0 +1,211 @@
+//! Workers: one [`Core`] each, on its own task, with no lock shared.
+//!
+//! # Sharding
+//!
+//! The task that receives a datagram or frames a TCP/TLS message calls
+//! [`trunkvip_proxy::shard_of`] on it (a hash of its Call-ID) and hands it
+//! to that worker's inbox, a FIFO channel. Every message of a transaction
+//! and of a dialog carries the same Call-ID, so each is handled by one
+//! worker in arrival order: a 200 never overtakes its 180. Answers to
+//! health probes (see [`trunkvip_proxy::is_probe`]) and whatever arrives
+//! at the host socket go to worker 0.
+//!
+//! Only worker 0 probes the Edges (`health_probing`); its
+//! [`Event::EdgeHealth`] is broadcast to the others
+//! ([`Core::set_edge_health`]), and the others' [`Event::EdgeFailure`] go
+//! to worker 0 ([`Core::report_edge_failure`]), so the Edge pool agrees
+//! everywhere.
+//!
+//! Each worker loops: wait for its inbox, its control channel or the
+//! core's next deadline (`poll_timeout`), feed the core, then send all it
+//! has to send and log its events. Time is `tokio::time::Instant` turned
+//! into `std::time::Instant`, so tests can pause the clock.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{sleep_until, Instant};
+use tracing::{debug, info, warn};
+use trunkvip_proxy::{Core, EdgeStatus, Event, Incoming, Transport};
+use trunkvip_sip::Message;
+
+use crate::transport::Transports;
+
+/// Messages waiting for one worker before receive tasks wait.
+pub const INBOX: usize = 8192;
+
+/// Something to proxy.
+#[derive(Debug)]
+pub enum Work {
+    Datagram(Incoming, Bytes),
+    Message(Incoming, Message),
+}
+
+/// Everything else a worker is told.
+#[derive(Debug)]
+pub enum Control {
+    ConnectionFailed(SocketAddr, Transport),
+    /// From the probing worker's [`Event::EdgeHealth`].
+    EdgeHealth(usize, bool),
+    /// From another worker's [`Event::EdgeFailure`].
+    EdgeFailure(usize),
+    /// Stop taking new dialogs (SIGTERM).
+    Drain,
+    Snapshot(oneshot::Sender<Snapshot>),
+}
+
+/// What the admin endpoint and the drain loop read from a worker.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub status: Vec<EdgeStatus>,
+    pub in_flight: usize,
+    pub metrics: String,
+}
+
+/// How to reach a worker.
+#[derive(Clone, Debug)]
+pub struct WorkerHandle {
+    pub work: mpsc::Sender<Work>,
+    pub control: mpsc::UnboundedSender<Control>,
+}
+
+/// The receiving ends, given to the worker's task.
+#[derive(Debug)]
+pub struct Inbox {
+    work: mpsc::Receiver<Work>,
+    control: mpsc::UnboundedReceiver<Control>,
+}
+
+pub fn channel() -> (WorkerHandle, Inbox) {
+    let (wt, wr) = mpsc::channel(INBOX);
+    let (ct, cr) = mpsc::unbounded_channel();
+    (
+        WorkerHandle {
+            work: wt,
+            control: ct,
+        },
+        Inbox {
+            work: wr,
+            control: cr,
+        },
+    )
+}
+
+pub fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+/// Asks every worker for a snapshot.
+pub async fn snapshots(transports: &Transports) -> Vec<Snapshot> {
+    let mut waits = vec![];
+    for w in &transports.workers {
+        let (tx, rx) = oneshot::channel();
+        if w.control.send(Control::Snapshot(tx)).is_ok() {
+            waits.push(rx);
+        }
+    }
+    let mut out = vec![];
+    for rx in waits {
+        if let Ok(s) = rx.await {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Runs worker `index` until its inbox closes.
+pub async fn run(index: usize, mut core: Core, mut inbox: Inbox, transports: Arc<Transports>) {
+    loop {
+        let deadline = core.poll_timeout().map(Instant::from_std);
+        tokio::select! {
+            biased;
+            c = inbox.control.recv() => match c {
+                Some(c) => control(index, &mut core, c),
+                None => break,
+            },
+            w = inbox.work.recv() => match w {
+                Some(w) => {
+                    work(&mut core, w);
+                    // Take what else is already waiting before sending,
+                    // a bounded batch so timers and control keep their turn.
+                    for _ in 0..32 {
+                        match inbox.work.try_recv() {
+                            Ok(w) => work(&mut core, w),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                None => break,
+            },
+            _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
+        }
+        let t = now();
+        if core.poll_timeout().is_some_and(|d| d <= t) {
+            core.handle_timeout(t);
+        }
+        while let Some(t) = core.poll_transmit() {
+            transports.send(t).await;
+        }
+        while let Some(e) = core.poll_event() {
+            event(index, e, &transports);
+        }
+    }
+    debug!(worker = index, "worker stopped");
+}
+
+fn work(core: &mut Core, w: Work) {
+    match w {
+        Work::Datagram(from, data) => core.handle(now(), from, data),
+        Work::Message(from, msg) => core.handle_message(now(), from, msg),
+    }
+}
+
+fn control(index: usize, core: &mut Core, c: Control) {
+    match c {
+        Control::ConnectionFailed(dest, t) => core.connection_failed(now(), dest, t),
+        Control::EdgeHealth(edge, healthy) => core.set_edge_health(edge, healthy),
+        Control::EdgeFailure(edge) => core.report_edge_failure(now(), edge),
+        Control::Drain => {
+            debug!(worker = index, "draining");
+            core.drain(now());
+        }
+        Control::Snapshot(reply) => {
+            let mut metrics = String::new();
+            core.prometheus(&mut metrics);
+            let _ = reply.send(Snapshot {
+                status: core.status(),
+                in_flight: core.in_flight(),
+                metrics,
+            });
+        }
+    }
+}
+
+fn event(index: usize, e: Event, transports: &Transports) {
+    match e {
+        Event::EdgeHealth {
+            edge,
+            name,
+            healthy,
+        } => {
+            if healthy {
+                info!(edge = %name, "Edge {name} is Healthy");
+            } else {
+                warn!(edge = %name, "Edge {name} is Unhealthy");
+            }
+            transports.broadcast(Some(index), || Control::EdgeHealth(edge, healthy));
+        }
+        Event::EdgeFailure { edge } => {
+            debug!(worker = index, edge, "Edge failure");
+            // The probing worker counts its own failures.
+            if index != 0 {
+                let _ = transports.workers[0]
+                    .control
+                    .send(Control::EdgeFailure(edge));
+            }
+        }
+        other => debug!(worker = index, "{other:?}"),
+    }
+}
