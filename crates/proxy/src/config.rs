@@ -121,6 +121,8 @@ pub struct ProxyConfig {
     /// Whether this core sends the health probes. With several workers
     /// only one probes and the others learn Edge health from it.
     pub health_probing: bool,
+    /// The pair's shared secret: turns pair sync on (see `pair`).
+    pub pair_secret: Option<Vec<u8>>,
     pub limits: trunkvip_sip::Limits,
 }
 
@@ -153,6 +155,7 @@ impl ProxyConfig {
             retry_after: 5,
             instance: 1,
             health_probing: true,
+            pair_secret: None,
             limits: trunkvip_sip::Limits::default(),
         }
     }

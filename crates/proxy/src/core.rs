@@ -11,6 +11,7 @@ use crate::config::{ConfigError, ProxyConfig};
 use crate::health::HealthMonitor;
 use crate::io::{Incoming, Transmit, Transport};
 use crate::metrics::{Metrics, DROP_REASONS, METHODS};
+use crate::pair::SyncRecord;
 use crate::proxy::Proxy;
 use crate::Event;
 
@@ -26,6 +27,8 @@ pub struct EdgeStatus {
     pub consecutive_successes: u32,
     pub last_rtt: Option<Duration>,
     pub active_dialogs: usize,
+    /// The peer host's view of this Edge, when there is a pair.
+    pub peer_healthy: Option<bool>,
 }
 
 #[derive(Debug)]
@@ -34,6 +37,10 @@ pub struct Core {
     health: HealthMonitor,
     events: std::collections::VecDeque<Event>,
     probing: bool,
+    pair: bool,
+    /// Health changes for the peer host.
+    health_feed: std::collections::VecDeque<SyncRecord>,
+    peer_health: Vec<Option<bool>>,
 }
 
 impl Core {
@@ -49,11 +56,16 @@ impl Core {
             now,
         );
         let probing = config.health_probing;
+        let pair = config.pair_secret.is_some();
+        let peer_health = vec![None; config.edges.len()];
         Ok(Core {
             proxy: Proxy::new(config, now),
             health,
             events: Default::default(),
             probing,
+            pair,
+            health_feed: Default::default(),
+            peer_health,
         })
     }
 
@@ -197,6 +209,7 @@ impl Core {
                     consecutive_successes: h.consecutive_successes,
                     last_rtt: h.last_rtt,
                     active_dialogs: self.proxy.dialogs.active_on(n),
+                    peer_healthy: self.peer_health[n],
                 }
             })
             .collect()
@@ -215,12 +228,58 @@ impl Core {
         }
         while let Some(c) = self.health.poll_change() {
             self.proxy.set_edge_health(c.edge, c.healthy);
+            if self.pair && self.health_feed.len() < 1024 {
+                self.health_feed.push_back(SyncRecord::Health {
+                    edge: c.edge as u16,
+                    healthy: c.healthy,
+                });
+            }
             let name = self.proxy.edges.edges[c.edge].config.name.clone();
             self.events.push_back(Event::EdgeHealth {
                 edge: c.edge,
                 name,
                 healthy: c.healthy,
             });
+        }
+    }
+
+    // ----- pair sync ---------------------------------------------------
+
+    /// The next record for the peer host (empty without a pair). On
+    /// `ResyncBegin` send `sync_snapshot` then `ResyncEnd`.
+    pub fn poll_sync(&mut self) -> Option<SyncRecord> {
+        self.health_feed
+            .pop_front()
+            .or_else(|| self.proxy.dialogs.poll_change())
+    }
+
+    /// Every dialog this core holds, and its view of each Edge.
+    pub fn sync_snapshot(&self, now: Instant) -> Vec<SyncRecord> {
+        let mut v = self.proxy.dialogs.snapshot(now);
+        if self.probing {
+            v.extend(
+                self.status()
+                    .iter()
+                    .enumerate()
+                    .map(|(n, e)| SyncRecord::Health {
+                        edge: n as u16,
+                        healthy: e.healthy,
+                    }),
+            );
+        }
+        v
+    }
+
+    /// A record from the peer host.
+    pub fn apply_sync(&mut self, now: Instant, r: &SyncRecord) {
+        match *r {
+            SyncRecord::Dialog { .. } => self.proxy.dialogs.apply(now, r),
+            SyncRecord::Health { edge, healthy } => {
+                if let Some(p) = self.peer_health.get_mut(edge as usize) {
+                    *p = Some(healthy);
+                }
+            }
+            SyncRecord::ResyncBegin | SyncRecord::ResyncEnd => {}
         }
     }
 

@@ -9,11 +9,15 @@
 //! the lifetime; the table refuses new dialogs when full rather than evict
 //! a live one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::time::Instant;
 
+use siphasher::sip::SipHasher13;
+
 use crate::config::DialogConfig;
+use crate::hash::fnv1a;
+use crate::pair::SyncRecord;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum DialogState {
@@ -50,12 +54,19 @@ impl Hasher for Identity {
     }
 }
 
+/// How many changes wait for the pair channel before the table gives up
+/// on increments and asks for a full resync.
+const FEED_MAX: usize = 65_536;
+
 #[derive(Debug)]
 pub(crate) struct DialogTable {
     map: HashMap<u64, Dialog, BuildHasherDefault<Identity>>,
-    keys: RandomState,
+    keys: SipHasher13,
     cfg: DialogConfig,
     per_edge: Vec<usize>,
+    /// Changes for the peer host, when there is a pair.
+    feed: Option<VecDeque<SyncRecord>>,
+    resync: bool,
 }
 
 /// The table is full: the new dialog is refused (503).
@@ -63,12 +74,24 @@ pub(crate) struct DialogTable {
 pub(crate) struct Full;
 
 impl DialogTable {
-    pub(crate) fn new(cfg: DialogConfig, edges: usize) -> Self {
+    /// `key`: the SipHash key; both hosts of a pair derive the same one
+    /// from their shared secret, and `sync` turns the change feed on.
+    pub(crate) fn new(cfg: DialogConfig, edges: usize, key: Option<[u8; 16]>, sync: bool) -> Self {
+        let key = key.unwrap_or_else(|| {
+            // No pair: any unpredictable key will do.
+            let r = RandomState::new();
+            let mut k = [0u8; 16];
+            k[..8].copy_from_slice(&r.hash_one(1u8).to_le_bytes());
+            k[8..].copy_from_slice(&r.hash_one(2u8).to_le_bytes());
+            k
+        });
         DialogTable {
             map: HashMap::default(),
-            keys: RandomState::new(),
+            keys: SipHasher13::new_with_key(&key),
             cfg,
             per_edge: vec![0; edges],
+            feed: sync.then(VecDeque::new),
+            resync: false,
         }
     }
 
@@ -81,11 +104,43 @@ impl DialogTable {
     }
 
     fn key(&self, call_id: &[u8]) -> u64 {
-        self.keys.hash_one(call_id)
+        let mut h = self.keys;
+        h.write(call_id);
+        h.finish()
     }
 
     pub(crate) fn get(&self, call_id: &[u8]) -> Option<&Dialog> {
         self.map.get(&self.key(call_id))
+    }
+
+    fn record(key: u64, route: u64, d: &Dialog, now: Instant) -> SyncRecord {
+        SyncRecord::Dialog {
+            key,
+            route,
+            edge: d.edge,
+            from_edge: d.from_edge,
+            confirmed: d.state == DialogState::Confirmed,
+            ended: d.state == DialogState::Ended,
+            ttl: d.expires.saturating_duration_since(now),
+        }
+    }
+
+    fn publish(&mut self, now: Instant, key: u64, call_id: &[u8]) {
+        let Some(feed) = self.feed.as_mut() else {
+            return;
+        };
+        if self.resync {
+            return;
+        }
+        if feed.len() >= FEED_MAX {
+            // The peer is gone or slow: stop queueing, resync later.
+            feed.clear();
+            self.resync = true;
+            return;
+        }
+        if let Some(d) = self.map.get(&key) {
+            feed.push_back(Self::record(key, fnv1a(call_id), d, now));
+        }
     }
 
     /// Binds a new dialog, or moves an early one to another Edge (failover
@@ -111,29 +166,29 @@ impl DialogTable {
             d.state = DialogState::Early;
             d.expires = expires;
             self.per_edge[edge as usize] += 1;
-            return Ok(());
-        }
-        if self.map.len() >= self.cfg.max_dialogs {
-            return Err(Full);
-        }
-        self.map.insert(
-            key,
-            Dialog {
+        } else {
+            if self.map.len() >= self.cfg.max_dialogs {
+                return Err(Full);
+            }
+            let d = Dialog {
                 edge,
                 from_edge,
                 state: DialogState::Early,
                 expires,
-            },
-        );
-        self.per_edge[edge as usize] += 1;
+            };
+            self.map.insert(key, d);
+            self.per_edge[edge as usize] += 1;
+        }
+        self.publish(now, key, call_id);
         Ok(())
     }
 
-    pub(crate) fn confirm(&mut self, call_id: &[u8]) {
+    pub(crate) fn confirm(&mut self, now: Instant, call_id: &[u8]) {
         let key = self.key(call_id);
         if let Some(d) = self.map.get_mut(&key) {
             if d.state == DialogState::Early {
                 d.state = DialogState::Confirmed;
+                self.publish(now, key, call_id);
             }
         }
     }
@@ -147,8 +202,73 @@ impl DialogTable {
                 self.per_edge[d.edge as usize] -= 1;
                 d.state = DialogState::Ended;
                 d.expires = now + self.cfg.grace;
+                self.publish(now, key, call_id);
             }
         }
+    }
+
+    /// A change from the peer host: taken as is, not fed back.
+    pub(crate) fn apply(&mut self, now: Instant, r: &SyncRecord) {
+        let SyncRecord::Dialog {
+            key,
+            edge,
+            from_edge,
+            confirmed,
+            ended,
+            ttl,
+            ..
+        } = *r
+        else {
+            return;
+        };
+        if edge as usize >= self.per_edge.len() {
+            return;
+        }
+        let state = match (ended, confirmed) {
+            (true, _) => DialogState::Ended,
+            (false, true) => DialogState::Confirmed,
+            (false, false) => DialogState::Early,
+        };
+        let expires = now + ttl.min(self.cfg.lifetime);
+        if let Some(old) = self.map.get(&key) {
+            if old.state != DialogState::Ended {
+                self.per_edge[old.edge as usize] -= 1;
+            }
+        } else if self.map.len() >= self.cfg.max_dialogs {
+            return;
+        }
+        if state != DialogState::Ended {
+            self.per_edge[edge as usize] += 1;
+        }
+        self.map.insert(
+            key,
+            Dialog {
+                edge,
+                from_edge,
+                state,
+                expires,
+            },
+        );
+    }
+
+    /// The next change for the peer; `ResyncBegin` when the feed overflowed
+    /// (the shell then sends [`DialogTable::snapshot`] and `ResyncEnd`).
+    pub(crate) fn poll_change(&mut self) -> Option<SyncRecord> {
+        if self.resync {
+            self.resync = false;
+            return Some(SyncRecord::ResyncBegin);
+        }
+        self.feed.as_mut()?.pop_front()
+    }
+
+    /// Every dialog, for a peer that (re)connected. `route` is unknown
+    /// here (the table keeps no Call-ID): 0 sends it to the first worker
+    /// and the shell broadcasts snapshot records to every worker.
+    pub(crate) fn snapshot(&self, now: Instant) -> Vec<SyncRecord> {
+        self.map
+            .iter()
+            .map(|(k, d)| Self::record(*k, 0, d, now))
+            .collect()
     }
 
     /// Drops expired entries; returns how many.
@@ -185,6 +305,8 @@ mod tests {
                 lifetime: Duration::from_secs(3600),
             },
             2,
+            None,
+            false,
         )
     }
 
@@ -196,7 +318,7 @@ mod tests {
         assert_eq!(t.active_on(0), 1);
         t.bind(t0, b"a", 1, false).unwrap();
         assert_eq!((t.active_on(0), t.active_on(1)), (0, 1));
-        t.confirm(b"a");
+        t.confirm(t0, b"a");
         t.bind(t0, b"a", 0, false).unwrap();
         assert_eq!(
             t.get(b"a").unwrap().edge,

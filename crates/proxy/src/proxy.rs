@@ -318,7 +318,16 @@ impl Proxy {
         timers.push(now + SWEEP_EVERY, Owner::Sweep, TimerKind::ServerLinger, 0);
         Proxy {
             edges: EdgePool::new(&cfg.edges),
-            dialogs: DialogTable::new(cfg.dialogs, cfg.edges.len()),
+            dialogs: {
+                // Both hosts of a pair key the table alike (pair.rs).
+                let key = cfg.pair_secret.as_ref().map(|s| {
+                    let k = crate::pair::derive_key(s, "dialog key");
+                    let mut out = [0u8; 16];
+                    out.copy_from_slice(&k[..16]);
+                    out
+                });
+                DialogTable::new(cfg.dialogs, cfg.edges.len(), key, cfg.pair_secret.is_some())
+            },
             servers: Slab::new(),
             server_index: HashMap::new(),
             clients: Slab::new(),
@@ -1353,7 +1362,7 @@ impl Proxy {
             if server.is_none() {
                 self.ghost_2xx(now, slot, msg);
             } else {
-                self.dialogs.confirm(f.call_id);
+                self.dialogs.confirm(now, f.call_id);
                 self.relay_up(now, server, msg, f, code);
             }
             self.clients[slot].request = Bytes::new();

@@ -1,0 +1,138 @@
+//! Two hosts of a pair: what one learns, the other can route.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use trunkvip_proxy::pair::{PairSession, Received, SyncRecord};
+use trunkvip_sip::Method;
+
+fn host(instance: u32, secret: &[u8]) -> Sim {
+    let mut cfg = config(&[1, 2]);
+    cfg.instance = instance;
+    cfg.pair_secret = Some(secret.to_vec());
+    Sim::with(cfg)
+}
+
+/// Moves every pending record from `a` to `b` through the real codec.
+fn sync(a: &mut Sim, b: &mut Sim, sa: &mut PairSession, sb: &mut PairSession) -> usize {
+    let mut n = 0;
+    while let Some(r) = a.core.poll_sync() {
+        let frame = sa.encode(&r).expect("session ready");
+        match sb.decode(&frame).unwrap() {
+            Received::Record(r) => b.core.apply_sync(b.now, &r),
+            Received::Hello => unreachable!(),
+        }
+        n += 1;
+    }
+    n
+}
+
+fn sessions() -> (PairSession, PairSession) {
+    let mut sa = PairSession::new(b"pair secret", 1);
+    let mut sb = PairSession::new(b"pair secret", 2);
+    sb.decode(&sa.hello()).unwrap();
+    sa.decode(&sb.hello()).unwrap();
+    (sa, sb)
+}
+
+#[test]
+fn after_takeover_the_peer_routes_a_bye_without_route_to_the_same_edge() {
+    let mut a = host(0xa, b"pair secret");
+    let mut b = host(0xb, b"pair secret");
+    let (mut sa, mut sb) = sessions();
+    // On host A the priority-1 Edge is down: the call lands on EDGE-2.
+    a.core.set_edge_health(0, false);
+    a.carrier_sends(invite("handover", "z9hG4bK-h1"));
+    let inv = a.take().pop().unwrap();
+    assert_eq!(inv.0, edge_addr(1));
+    a.edge_sends(1, reply(&inv.1, 200, "e2"));
+    a.take();
+    assert!(
+        sync(&mut a, &mut b, &mut sa, &mut sb) >= 2,
+        "bound, then confirmed"
+    );
+    // Host A dies; host B holds the VIP. Its own view has EDGE-1 healthy,
+    // yet the dialog stays on EDGE-2.
+    assert_eq!(b.core.status()[1].active_dialogs, 1);
+    b.carrier_sends(request(
+        "BYE",
+        "sip:+15551234@198.51.100.10",
+        "handover",
+        "z9hG4bK-hb",
+        2,
+        Some("e2"),
+        "",
+    ));
+    let bye = b.one_to(edge_addr(1));
+    assert_eq!(bye.method(), Some(Method::Bye));
+}
+
+#[test]
+fn a_snapshot_brings_a_reconnected_peer_up_to_date() {
+    let mut a = host(0xa, b"pair secret");
+    let mut b = host(0xb, b"pair secret");
+    a.core.set_edge_health(0, false);
+    for n in 0..10 {
+        a.carrier_sends(invite(&format!("snap-{n}"), &format!("z9hG4bK-s{n}")));
+    }
+    a.take();
+    // The incremental records are lost (no connection); a snapshot follows.
+    while a.core.poll_sync().is_some() {}
+    let snap = a.core.sync_snapshot(a.now);
+    assert_eq!(
+        snap.iter()
+            .filter(|r| matches!(r, SyncRecord::Dialog { .. }))
+            .count(),
+        10
+    );
+    for r in &snap {
+        b.core.apply_sync(b.now, r);
+    }
+    assert_eq!(b.core.status()[1].active_dialogs, 10);
+    b.advance(Duration::from_secs(1));
+}
+
+#[test]
+fn hosts_with_different_secrets_do_not_share_dialog_keys() {
+    let mut a = host(0xa, b"one secret");
+    let mut b = host(0xb, b"another secret");
+    a.core.set_edge_health(0, false);
+    a.carrier_sends(invite("k", "z9hG4bK-k"));
+    a.take();
+    let r = a.core.poll_sync().unwrap();
+    b.core.apply_sync(b.now, &r);
+    // B cannot find the dialog by its Call-ID: a BYE without Route is refused.
+    b.carrier_sends(request(
+        "BYE",
+        "sip:x@198.51.100.10",
+        "k",
+        "z9hG4bK-kb",
+        2,
+        Some("t"),
+        "",
+    ));
+    assert_eq!(b.one_to(addr(CARRIER)).status(), Some(481));
+}
+
+#[test]
+fn health_views_are_exchanged() {
+    let mut cfg = config(&[1, 2]);
+    cfg.health_probing = true;
+    cfg.health.interval = Duration::from_millis(200);
+    cfg.health.timeout = Duration::from_millis(100);
+    cfg.pair_secret = Some(b"s".to_vec());
+    let mut a = Sim::with(cfg.clone());
+    let mut b = Sim::with(cfg);
+    a.advance(Duration::from_secs(2));
+    let recs: Vec<_> = std::iter::from_fn(|| a.core.poll_sync()).collect();
+    assert!(recs.contains(&SyncRecord::Health {
+        edge: 0,
+        healthy: false
+    }));
+    for r in &recs {
+        b.core.apply_sync(b.now, r);
+    }
+    assert_eq!(b.core.status()[0].peer_healthy, Some(false));
+}
