@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build test lint unit deps demo certs fuzz fuzz-deps bench bench-parse clean
+.PHONY: all build test lint unit deps demo certs fuzz fuzz-deps bench bench-parse bench-core bench-vip clean
 
 all: build
 
@@ -22,7 +22,7 @@ unit:
 
 # What the tests need from Debian, installed once (CI runs as root):
 # SIPp and stunnel for crates/trunkvip/tests.
-DEBS := sip-tester stunnel4
+DEBS := sip-tester stunnel4 iproute2 keepalived sngrep tshark
 deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -62,6 +62,12 @@ bench-parse:
 bench-core:
 	$(CARGO) bench -p trunkvip-proxy --bench core
 	$(CARGO) bench -p trunkvip-proxy --bench memory
+
+# VIP failover in a network-namespace lab, keepalived beside trunkvip in
+# the same run (root; about 3 minutes).
+bench-vip: deps
+	$(CARGO) build --release -p trunkvip-vip --example vrrpd
+	$(CARGO) test --release -p trunkvip-vip --test lab -- --ignored --nocapture --test-threads=1 bench_vip_failover
 
 bench: bench-parse bench-core
 

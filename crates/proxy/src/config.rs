@@ -123,6 +123,8 @@ pub struct ProxyConfig {
     pub health_probing: bool,
     /// The pair's shared secret: turns pair sync on (see `pair`).
     pub pair_secret: Option<Vec<u8>>,
+    /// New requests per second per carrier-side source; `None`: no limit.
+    pub rate_limit: Option<crate::ratelimit::RateLimit>,
     pub limits: trunkvip_sip::Limits,
 }
 
@@ -156,6 +158,7 @@ impl ProxyConfig {
             instance: 1,
             health_probing: true,
             pair_secret: None,
+            rate_limit: None,
             limits: trunkvip_sip::Limits::default(),
         }
     }

@@ -329,6 +329,7 @@ impl Core {
             ("ghost_cancels_total", m.ghost_cancels),
             ("ghost_byes_total", m.ghost_byes),
             ("loops_detected_total", m.loops_detected),
+            ("rate_limited_503_total", m.rate_limited_503),
         ] {
             let _ = writeln!(out, "# TYPE trunkvip_{name} counter\ntrunkvip_{name} {v}");
         }
@@ -338,6 +339,11 @@ impl Core {
             out,
             "# TYPE trunkvip_dialogs gauge\ntrunkvip_dialogs {}",
             self.proxy.dialogs.len()
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE trunkvip_rate_limit_sources gauge\ntrunkvip_rate_limit_sources {}",
+            self.proxy.limited_sources()
         );
         let _ = writeln!(out, "# TYPE trunkvip_edge_healthy gauge");
         let status = self.status();

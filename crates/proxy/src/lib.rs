@@ -38,6 +38,7 @@ mod io;
 mod metrics;
 pub mod pair;
 mod proxy;
+mod ratelimit;
 mod salvage;
 mod timer;
 
@@ -47,6 +48,7 @@ pub use crate::config::{
 pub use crate::core::{Core, EdgeStatus};
 pub use crate::io::{ConnectionId, Incoming, Origin, Transmit, Transport};
 pub use crate::metrics::{DropReason, Metrics};
+pub use crate::ratelimit::RateLimit;
 
 /// What the core reports to the shell.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -55,15 +55,18 @@ pub enum DropReason {
     BadNextHop,
     /// An ACK that matches nothing.
     StrayAck,
+    /// A source over its rate limit, refused less than a second ago.
+    RateLimited,
 }
 
-pub(crate) const DROP_REASONS: [(DropReason, &str); 6] = [
+pub(crate) const DROP_REASONS: [(DropReason, &str); 7] = [
     (DropReason::Unparseable, "unparseable"),
     (DropReason::NotAllowed, "not_allowed"),
     (DropReason::Unmatched, "unmatched"),
     (DropReason::BadResponse, "bad_response"),
     (DropReason::BadNextHop, "bad_next_hop"),
     (DropReason::StrayAck, "stray_ack"),
+    (DropReason::RateLimited, "rate_limited"),
 ];
 
 #[derive(Clone, Debug, Default)]
@@ -74,7 +77,9 @@ pub struct Metrics {
     /// Responses we generated, by class.
     pub responses_local: [u64; 7],
     pub parse_errors: u64,
-    pub drops: [u64; 6],
+    pub drops: [u64; 7],
+    /// New requests answered 503 for their source's rate.
+    pub rate_limited_503: u64,
     pub retransmissions_absorbed: u64,
     pub retransmissions_sent: u64,
     pub failovers: u64,

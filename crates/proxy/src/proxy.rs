@@ -210,6 +210,7 @@ pub(crate) struct Proxy {
     our_via_hosts: Vec<Vec<u8>>,
     to_tag: String,
     retry_after: String,
+    limiter: crate::ratelimit::Limiter,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -340,6 +341,7 @@ impl Proxy {
             our_ips,
             our_via_hosts,
             to_tag: format!("tv{:x}", cfg.instance),
+            limiter: crate::ratelimit::Limiter::new(cfg.rate_limit),
             retry_after: cfg.retry_after.to_string(),
             cfg,
         }
@@ -639,6 +641,27 @@ impl Proxy {
                 _ => {}
             }
             return;
+        }
+        if from_edge.is_none() {
+            match self.limiter.check(now, incoming.source.ip()) {
+                crate::ratelimit::Verdict::Pass => {}
+                crate::ratelimit::Verdict::Refuse => {
+                    self.metrics.rate_limited_503 += 1;
+                    let ra = self.retry_after();
+                    self.answer(
+                        msg,
+                        peer,
+                        503,
+                        "Service Unavailable",
+                        &[("Retry-After", &ra)],
+                    );
+                    return;
+                }
+                crate::ratelimit::Verdict::Silence => {
+                    self.metrics.drop(DropReason::RateLimited);
+                    return;
+                }
+            }
         }
         let ruri = match msg.request_uri() {
             Some(Ok(u)) => u,
@@ -1631,6 +1654,7 @@ impl Proxy {
             match owner {
                 Owner::Sweep => {
                     self.dialogs.sweep(now);
+                    self.limiter.sweep(now);
                     self.timers
                         .push(now + SWEEP_EVERY, Owner::Sweep, TimerKind::ServerLinger, 0);
                 }
@@ -1779,6 +1803,11 @@ impl Proxy {
             })
             .sum();
         s + c + self.server_index.len() * (std::mem::size_of::<(Box<[u8]>, usize)>() + 1)
+    }
+
+    /// Sources the rate limiter tracks.
+    pub(crate) fn limited_sources(&self) -> usize {
+        self.limiter.sources()
     }
 
     pub(crate) fn timers_len(&self) -> usize {

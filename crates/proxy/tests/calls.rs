@@ -823,3 +823,35 @@ fn in_flight_counts_only_transactions_waiting_for_an_answer() {
         "Accepted transactions linger but are not in flight"
     );
 }
+
+#[test]
+fn a_flooding_source_is_limited_and_the_edges_never_see_the_flood() {
+    let mut cfg = config(&[1]);
+    cfg.rate_limit = Some(trunkvip_proxy::RateLimit {
+        per_second: 5,
+        burst: 5,
+    });
+    let mut sim = Sim::with(cfg);
+    let flooder = addr("198.51.100.66:5060");
+    for n in 0..200 {
+        sim.deliver(
+            flooder,
+            invite(&format!("flood-{n}"), &format!("z9hG4bK-f{n}"))
+                .replace("198.51.100.2:5060", "198.51.100.66:5060"),
+        );
+    }
+    let out = sim.take();
+    let to_edge = out.iter().filter(|x| x.0 == edge_addr(0)).count();
+    let refused = out.iter().filter(|x| x.1.status() == Some(503)).count();
+    assert_eq!(to_edge, 5, "only the burst reaches the Edge");
+    assert_eq!(refused, 1, "one 503, then silence");
+    assert_eq!(
+        sim.core
+            .metrics()
+            .dropped(trunkvip_proxy::DropReason::RateLimited),
+        194
+    );
+    // The carrier's own calls go through meanwhile.
+    sim.carrier_sends(invite("legit", "z9hG4bK-legit"));
+    assert_eq!(sim.take()[1].0, edge_addr(0));
+}

@@ -16,11 +16,13 @@
 //! makes every timing rule testable on virtual time.
 //!
 //! The Linux side (raw socket for protocol 112, netlink to add and remove the
-//! address, gratuitous ARP / unsolicited NA) is not here; it belongs to the
-//! daemon shell that drives an [`Instance`].
+//! address, gratuitous ARP / unsolicited NA) is the tokio shell in `linux`
+//! (Linux only): [`linux::VipRunner`] drives an [`Instance`] there.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(target_os = "linux")]
+pub mod linux;
 pub mod machine;
 pub mod packet;
 

@@ -1,0 +1,1323 @@
+//! Lab tests of the Linux VIP owner: network namespaces on a bridge, the
+//! `vrrpd` example (and keepalived) as the two hosts, a carrier pinging the
+//! VIP every 5 ms.
+//!
+//! Each test builds its own namespaces, named `tv<pid>-<n>-<host>`: a switch
+//! namespace holding the bridge, and one namespace per host with `eth0`, a
+//! veth whose other end (`v<host>`) is a bridge port. Only documentation
+//! addresses are used (198.51.100.0/24, 2001:db8::/64), nothing touches the
+//! root namespace, every wait is bounded, and a drop guard kills what the
+//! test started (by the PIDs `ip netns pids` lists for its own namespaces)
+//! and deletes the namespaces, also when the test fails.
+//!
+//! They need root (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN for setns) and
+//! skip loudly without it. They run one at a time (a lock): they measure
+//! time. `vrrpd` is built by `cargo test` as an example; with
+//! `cargo test --test lab`, build it first (`cargo build --example vrrpd`).
+//!
+//! `bench_vip_failover` (ignored; `make bench-vip`) measures the outage on
+//! an Active link cut for keepalived and vrrpd side by side.
+#![cfg(target_os = "linux")]
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use nix::sched::{setns, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+const VIP4: &str = "198.51.100.10";
+const VIP6: &str = "2001:db8::10";
+const PING_EVERY: Duration = Duration::from_millis(5);
+
+// ---------------------------------------------------------------- harness
+
+static SERIAL: Mutex<()> = Mutex::new(());
+static LAB_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// The lock that runs lab tests one at a time, or `None` (after a loud
+/// message) when not root.
+fn lab_lock(test: &str) -> Option<MutexGuard<'static, ()>> {
+    if !nix::unistd::geteuid().is_root() {
+        // Straight to the process's stderr: the test harness captures
+        // eprintln! of passing tests.
+        use std::io::Write as _;
+        let bang = "!".repeat(72);
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n{bang}\n!!! SKIPPED lab test {test}: needs root (network namespaces, raw sockets)\n{bang}"
+        );
+        return None;
+    }
+    Some(SERIAL.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+fn vrrpd() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/lab-<hash> -> target/<profile>/examples/vrrpd
+    let p = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("examples").join("vrrpd"))
+        .expect("target directory");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build -p trunkvip-vip --example vrrpd` \
+         (plain `cargo test -p trunkvip-vip` builds it)",
+        p.display()
+    );
+    p
+}
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {}: {}\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn run_quiet(cmd: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Polls `cond` every `step` until it holds or `timeout` passes; returns
+/// how long it took.
+fn wait_for(timeout: Duration, step: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() >= timeout {
+            return None;
+        }
+        thread::sleep(step);
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+struct Proc {
+    label: String,
+    child: Child,
+    log: PathBuf,
+}
+
+/// A switch namespace with a bridge and host namespaces wired to it.
+struct Lab {
+    prefix: String,
+    dir: PathBuf,
+    /// Host namespaces by short name, and the switch last.
+    namespaces: Vec<String>,
+    procs: Vec<Proc>,
+    v6: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Host {
+    name: &'static str,
+    /// Last byte of 198.51.100.x and last group of 2001:db8::x.
+    addr: u8,
+}
+
+const CARRIER: Host = Host {
+    name: "car",
+    addr: 2,
+};
+const HOST_A: Host = Host {
+    name: "a",
+    addr: 11,
+};
+const HOST_B: Host = Host {
+    name: "b",
+    addr: 12,
+};
+
+impl Lab {
+    fn new(hosts: &[Host], v6: bool) -> Lab {
+        let n = LAB_SEQ.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("tv{}-{n}", std::process::id());
+        let dir = std::env::temp_dir().join(&prefix);
+        std::fs::create_dir_all(&dir).expect("lab dir");
+        let mut lab = Lab {
+            prefix,
+            dir,
+            namespaces: Vec::new(),
+            procs: Vec::new(),
+            v6,
+        };
+        // From here on, Drop cleans up whatever was made.
+        let sw = lab.ns("sw");
+        run("ip", &["netns", "add", &sw]);
+        lab.namespaces.push(sw.clone());
+        run(
+            "ip",
+            &[
+                "-n",
+                &sw,
+                "link",
+                "add",
+                "br0",
+                "type",
+                "bridge",
+                "mcast_snooping",
+                "0",
+            ],
+        );
+        run("ip", &["-n", &sw, "link", "set", "br0", "up"]);
+        for h in hosts {
+            let ns = lab.ns(h.name);
+            run("ip", &["netns", "add", &ns]);
+            lab.namespaces.push(ns.clone());
+            // Before the veth exists, so it inherits "default": no duplicate
+            // address detection delays in the lab.
+            run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &ns,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv6.conf.all.accept_dad=0",
+                    "net.ipv6.conf.default.accept_dad=0",
+                ],
+            );
+            let port = format!("v{}", h.name);
+            run(
+                "ip",
+                &[
+                    "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                    "netns", &ns,
+                ],
+            );
+            run(
+                "ip",
+                &["-n", &sw, "link", "set", &port, "master", "br0", "up"],
+            );
+            run(
+                "ip",
+                &[
+                    "-n",
+                    &ns,
+                    "addr",
+                    "add",
+                    &format!("198.51.100.{}/24", h.addr),
+                    "dev",
+                    "eth0",
+                ],
+            );
+            if v6 {
+                run(
+                    "ip",
+                    &[
+                        "-n",
+                        &ns,
+                        "addr",
+                        "add",
+                        &format!("2001:db8::{}/64", h.addr),
+                        "dev",
+                        "eth0",
+                        "nodad",
+                    ],
+                );
+            }
+            run("ip", &["-n", &ns, "link", "set", "eth0", "up"]);
+            run("ip", &["-n", &ns, "link", "set", "lo", "up"]);
+        }
+        lab
+    }
+
+    fn ns(&self, host: &str) -> String {
+        format!("{}-{host}", self.prefix)
+    }
+
+    fn spawn(&mut self, host: Host, label: &str, program: &Path, args: &[String]) -> usize {
+        let log = self.dir.join(format!("{label}.log"));
+        let out = File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(host.name)])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {label}: {e}"));
+        self.procs.push(Proc {
+            label: label.to_string(),
+            child,
+            log,
+        });
+        self.procs.len() - 1
+    }
+
+    /// Starts vrrpd on `host` with these extra arguments (after the
+    /// interface and VIP).
+    fn vrrpd(&mut self, host: Host, label: &str, args: &[&str]) -> usize {
+        let vip = if self.v6 {
+            format!("{VIP6}/64")
+        } else {
+            format!("{VIP4}/24")
+        };
+        let mut a: Vec<String> = vec!["--interface".into(), "eth0".into(), "--vip".into(), vip];
+        a.extend(args.iter().map(|s| s.to_string()));
+        self.spawn(host, label, &vrrpd(), &a)
+    }
+
+    /// Starts keepalived (VRRP only) on `host`.
+    fn keepalived(
+        &mut self,
+        host: Host,
+        label: &str,
+        priority: u8,
+        advert: &str,
+        unicast_peer: Option<Host>,
+        extra: &str,
+    ) -> usize {
+        let unicast = match unicast_peer {
+            Some(p) => format!(
+                "  unicast_src_ip 198.51.100.{}\n  unicast_peer {{ 198.51.100.{} }}\n",
+                host.addr, p.addr
+            ),
+            None => String::new(),
+        };
+        let conf = format!(
+            "global_defs {{\n  router_id {label}\n  enable_script_security\n  vrrp_version 3\n}}\n\
+             vrrp_instance SIPVIP {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  \
+             priority {priority}\n  advert_int {advert}\n{unicast}{extra}  virtual_ipaddress {{ {VIP4}/24 }}\n}}\n"
+        );
+        let path = self.dir.join(format!("{label}.conf"));
+        std::fs::write(&path, conf).expect("keepalived config");
+        let d = &self.dir;
+        let args: Vec<String> = vec![
+            "--dont-fork".into(),
+            "--log-console".into(),
+            "--log-detail".into(),
+            "--vrrp".into(),
+            "--use-file".into(),
+            path.display().to_string(),
+            "--pid".into(),
+            d.join(format!("{label}.pid")).display().to_string(),
+            "--vrrp_pid".into(),
+            d.join(format!("{label}.vrrp.pid")).display().to_string(),
+            "--checkers_pid".into(),
+            d.join(format!("{label}.chk.pid")).display().to_string(),
+        ];
+        self.spawn(host, label, Path::new("keepalived"), &args)
+    }
+
+    fn signal(&self, proc: usize, sig: Signal) {
+        let pid = Pid::from_raw(self.procs[proc].child.id() as i32);
+        kill(pid, sig).unwrap_or_else(|e| panic!("kill {sig} {}: {e}", self.procs[proc].label));
+    }
+
+    /// Waits (bounded) for a process to exit; true if it did.
+    fn wait_exit(&mut self, proc: usize, timeout: Duration) -> bool {
+        let child = &mut self.procs[proc].child;
+        wait_for(timeout, Duration::from_millis(10), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        })
+        .is_some()
+    }
+
+    fn stop(&mut self, proc: usize) {
+        self.signal(proc, Signal::SIGTERM);
+        assert!(
+            self.wait_exit(proc, Duration::from_secs(5)),
+            "{} did not stop on SIGTERM",
+            self.procs[proc].label
+        );
+    }
+
+    fn vip(&self) -> &'static str {
+        if self.v6 {
+            VIP6
+        } else {
+            VIP4
+        }
+    }
+
+    fn holds(&self, host: Host) -> bool {
+        let ns = self.ns(host.name);
+        let fam = if self.v6 { "-6" } else { "-4" };
+        run_quiet("ip", &["-n", &ns, "-o", fam, "addr", "show", "dev", "eth0"])
+            .is_some_and(|s| s.contains(&format!(" {}/", self.vip())))
+    }
+
+    fn mac(&self, host: Host) -> String {
+        let s = run(
+            "ip",
+            &[
+                "-n",
+                &self.ns(host.name),
+                "-o",
+                "link",
+                "show",
+                "dev",
+                "eth0",
+            ],
+        );
+        s.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .expect("link/ether in ip link output")
+            .to_string()
+    }
+
+    /// The MAC the carrier's neighbour cache holds for the VIP.
+    fn carrier_neigh(&self) -> Option<String> {
+        let s = run_quiet(
+            "ip",
+            &["-n", &self.ns(CARRIER.name), "neigh", "show", self.vip()],
+        )?;
+        s.split_whitespace()
+            .skip_while(|w| *w != "lladdr")
+            .nth(1)
+            .map(str::to_string)
+    }
+
+    /// Takes `host`'s bridge port down (the host sees its carrier go).
+    fn cut(&self, host: Host) {
+        let port = format!("v{}", host.name);
+        run(
+            "ip",
+            &["-n", &self.ns("sw"), "link", "set", "dev", &port, "down"],
+        );
+    }
+
+    fn restore(&self, host: Host) {
+        let port = format!("v{}", host.name);
+        run(
+            "ip",
+            &["-n", &self.ns("sw"), "link", "set", "dev", &port, "up"],
+        );
+    }
+
+    /// Bridge port isolation: isolated ports cannot reach each other, but
+    /// still reach the non-isolated ones (the carrier).
+    fn isolate(&self, host: Host, on: bool) {
+        let port = format!("v{}", host.name);
+        run(
+            "bridge",
+            &[
+                "-n",
+                &self.ns("sw"),
+                "link",
+                "set",
+                "dev",
+                &port,
+                "isolated",
+                if on { "on" } else { "off" },
+            ],
+        );
+    }
+
+    fn logs(&self) -> String {
+        let mut s = String::new();
+        for p in &self.procs {
+            let text = std::fs::read_to_string(&p.log).unwrap_or_default();
+            let _ = writeln!(s, "----- {} ({})", p.label, p.log.display());
+            s.push_str(&text);
+        }
+        s
+    }
+
+    /// Which of `hosts` hold the VIP, sampled until `dur` passes.
+    fn monitor(&self, hosts: [Host; 2], dur: Duration) -> Monitor {
+        let start = Instant::now();
+        let mut samples = Vec::new();
+        for _ in 0..100_000 {
+            let t = Instant::now();
+            if t - start >= dur {
+                break;
+            }
+            samples.push((t, self.holds(hosts[0]), self.holds(hosts[1])));
+            thread::sleep(Duration::from_millis(2));
+        }
+        Monitor { samples }
+    }
+
+    /// Asserts that `who` and only `who` of a and b holds the VIP,
+    /// sampling for `dur`.
+    fn assert_sole_holder(&self, who: Host, other: Host, dur: Duration) {
+        let m = self.monitor([who, other], dur);
+        for (t, w, o) in &m.samples {
+            assert!(
+                *w && !*o,
+                "expected only {} to hold the VIP; at +{:.0} ms {}={w} {}={o}\n{}",
+                who.name,
+                ms(*t - m.samples[0].0),
+                who.name,
+                other.name,
+                self.logs()
+            );
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("===== lab {} logs =====\n{}", self.prefix, self.logs());
+        }
+        // Everything running in our namespaces is ours: vrrpd, keepalived
+        // and its children.
+        for ns in &self.namespaces {
+            if let Some(pids) = run_quiet("ip", &["netns", "pids", ns]) {
+                for pid in pids
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok())
+                {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+        }
+        for p in &mut self.procs {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+        for ns in self.namespaces.iter().rev() {
+            // A namespace whose last process is still exiting may need a
+            // second try.
+            for _ in 0..50 {
+                if run_quiet("ip", &["netns", "del", ns]).is_some() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Monitor {
+    samples: Vec<(Instant, bool, bool)>,
+}
+
+impl Monitor {
+    /// Longest stretch during which both held the VIP.
+    fn longest_both(&self) -> Duration {
+        let mut longest = Duration::ZERO;
+        let mut since = None;
+        for (t, a, b) in &self.samples {
+            match (*a && *b, since) {
+                (true, None) => since = Some(*t),
+                (false, Some(s)) => {
+                    longest = longest.max(*t - s);
+                    since = None;
+                }
+                _ => {}
+            }
+        }
+        if let (Some(s), Some((t, _, _))) = (since, self.samples.last()) {
+            longest = longest.max(*t - s);
+        }
+        longest
+    }
+}
+
+// ----------------------------------------------------------------- pinger
+
+/// Creates a raw ICMP socket inside namespace `ns` (on a short-lived thread
+/// that enters it; the socket stays in that namespace).
+fn icmp_socket_in(ns: &str, v6: bool) -> Socket {
+    let path = format!("/run/netns/{ns}");
+    thread::spawn(move || {
+        let f = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        setns(&f, CloneFlags::CLONE_NEWNET).expect("setns");
+        let s = if v6 {
+            Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))
+        } else {
+            Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))
+        }
+        .expect("raw ICMP socket");
+        s.set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+        s
+    })
+    .join()
+    .expect("setns thread")
+}
+
+fn inet_checksum(b: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in b.chunks(2) {
+        sum += (u32::from(c[0]) << 8) | c.get(1).map_or(0, |x| u32::from(*x));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Pings `target` from the carrier every [`PING_EVERY`] until stopped.
+struct Pinger {
+    stop: Arc<AtomicBool>,
+    sender: JoinHandle<u32>,
+    receiver: JoinHandle<Vec<(u16, Instant)>>,
+}
+
+struct PingReport {
+    sent: u32,
+    replies: Vec<(u16, Instant)>,
+}
+
+impl Pinger {
+    fn start(lab: &Lab) -> Pinger {
+        let v6 = lab.v6;
+        let sock = Arc::new(icmp_socket_in(&lab.ns(CARRIER.name), v6));
+        let target: IpAddr = lab.vip().parse().expect("VIP");
+        let id = (std::process::id() as u16) ^ (LAB_SEQ.load(Ordering::SeqCst) as u16);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s2, stop2) = (sock.clone(), stop.clone());
+        let sender = thread::spawn(move || {
+            let dst = SockAddr::from(std::net::SocketAddr::new(target, 0));
+            let mut seq: u16 = 0;
+            let mut next = Instant::now();
+            // Bounded: at most 10 minutes of pings.
+            for _ in 0..120_000 {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let mut pkt = [0u8; 16];
+                pkt[0] = if v6 { 128 } else { 8 };
+                pkt[4..6].copy_from_slice(&id.to_be_bytes());
+                pkt[6..8].copy_from_slice(&seq.to_be_bytes());
+                if !v6 {
+                    // The kernel computes the ICMPv6 checksum itself.
+                    let c = inet_checksum(&pkt);
+                    pkt[2..4].copy_from_slice(&c.to_be_bytes());
+                }
+                let _ = s2.send_to(&pkt, &dst);
+                seq = seq.wrapping_add(1);
+                next += PING_EVERY;
+                let now = Instant::now();
+                if next > now {
+                    thread::sleep(next - now);
+                } else {
+                    next = now;
+                }
+            }
+            u32::from(seq)
+        });
+        let stop3 = stop.clone();
+        let receiver = thread::spawn(move || {
+            let mut replies = Vec::new();
+            let mut buf = [0u8; 1500];
+            for _ in 0..1_000_000 {
+                if stop3.load(Ordering::SeqCst) {
+                    break;
+                }
+                let n = match std::io::Read::read(&mut &*sock, &mut buf) {
+                    Ok(n) => n,
+                    Err(_) => continue,
+                };
+                let at = Instant::now();
+                let icmp = if v6 {
+                    &buf[..n]
+                } else {
+                    let ihl = usize::from(buf[0] & 0x0f) * 4;
+                    if n < ihl + 8 {
+                        continue;
+                    }
+                    &buf[ihl..n]
+                };
+                let reply_type = if v6 { 129 } else { 0 };
+                if icmp.len() >= 8
+                    && icmp[0] == reply_type
+                    && u16::from_be_bytes([icmp[4], icmp[5]]) == id
+                {
+                    replies.push((u16::from_be_bytes([icmp[6], icmp[7]]), at));
+                }
+            }
+            replies
+        });
+        Pinger {
+            stop,
+            sender,
+            receiver,
+        }
+    }
+
+    fn stop(self) -> PingReport {
+        // Let the last replies arrive.
+        thread::sleep(Duration::from_millis(50));
+        self.stop.store(true, Ordering::SeqCst);
+        let sent = self.sender.join().expect("ping sender");
+        let replies = self.receiver.join().expect("ping receiver");
+        PingReport { sent, replies }
+    }
+}
+
+impl PingReport {
+    /// The longest time without a reply (between two consecutive replies),
+    /// as the anchors measured it.
+    fn outage(&self) -> Duration {
+        self.replies
+            .windows(2)
+            .map(|w| w[1].1 - w[0].1)
+            .max()
+            .unwrap_or(Duration::MAX)
+    }
+
+    fn lost(&self) -> u32 {
+        let mut seen: HashMap<u16, ()> = HashMap::new();
+        for (s, _) in &self.replies {
+            seen.insert(*s, ());
+        }
+        self.sent.saturating_sub(seen.len() as u32)
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "outage {:.0} ms (longest gap between replies), {} of {} pings lost ({:.0} ms at 5 ms each)",
+            ms(self.outage()),
+            self.lost(),
+            self.sent,
+            f64::from(self.lost()) * 5.0
+        )
+    }
+}
+
+/// Starts the usual pair: a at priority 150, b at 100.
+fn start_pair(lab: &mut Lab, interval: &str, extra: &[&str]) -> (usize, usize) {
+    let mut a_args = vec!["--priority", "150", "--advert-interval", interval];
+    a_args.extend_from_slice(extra);
+    let mut b_args = vec!["--priority", "100", "--advert-interval", interval];
+    b_args.extend_from_slice(extra);
+    let a = lab.vrrpd(HOST_A, "vrrpd-a", &a_args);
+    let b = lab.vrrpd(HOST_B, "vrrpd-b", &b_args);
+    (a, b)
+}
+
+/// Waits until a, and only a, holds the VIP.
+fn wait_a_active(lab: &Lab, timeout: Duration) {
+    let ok = wait_for(timeout, Duration::from_millis(20), || {
+        lab.holds(HOST_A) && !lab.holds(HOST_B)
+    });
+    assert!(
+        ok.is_some(),
+        "a did not become the only holder of the VIP within {timeout:?}\n{}",
+        lab.logs()
+    );
+}
+
+// ------------------------------------------------------------------ tests
+
+/// (1) Active link cut: b takes over; the carrier's outage is about
+/// Active_Down_Interval. Link back: a preempts again.
+#[test]
+fn link_cut_moves_vip_and_a_preempts_back() {
+    let Some(_guard) = lab_lock("link_cut_moves_vip_and_a_preempts_back") else {
+        return;
+    };
+    let mut lab = Lab::new(&[CARRIER, HOST_A, HOST_B], false);
+    start_pair(&mut lab, "100ms", &[]);
+    wait_a_active(&lab, Duration::from_secs(5));
+    lab.assert_sole_holder(HOST_A, HOST_B, Duration::from_millis(300));
+
+    let pinger = Pinger::start(&lab);
+    thread::sleep(Duration::from_millis(300));
+    lab.cut(HOST_A);
+    let took = wait_for(Duration::from_secs(3), Duration::from_millis(5), || {
+        lab.holds(HOST_B)
+    });
+    thread::sleep(Duration::from_millis(300));
+    let report = pinger.stop();
+    assert!(
+        took.is_some(),
+        "b did not take over within 3 s\n{}",
+        lab.logs()
+    );
+    assert!(!lab.holds(HOST_A), "a kept the VIP on a dead link");
+    println!("lab link cut at 100 ms adverts: {}", report.summary());
+    // Active_Down_Interval for b: 3 * 100 ms + 61 ms skew; plus detection
+    // and ARP. Generous bound for a loaded 2-core machine.
+    assert!(
+        report.outage() < Duration::from_millis(1000),
+        "{}\n{}",
+        report.summary(),
+        lab.logs()
+    );
+    assert_eq!(lab.carrier_neigh(), Some(lab.mac(HOST_B)));
+
+    // Link back: a (150) preempts b (100).
+    lab.restore(HOST_A);
+    let back = wait_for(Duration::from_secs(3), Duration::from_millis(10), || {
+        lab.holds(HOST_A) && !lab.holds(HOST_B)
+    });
+    assert!(
+        back.is_some(),
+        "a did not preempt after its link came back\n{}",
+        lab.logs()
+    );
+    lab.assert_sole_holder(HOST_A, HOST_B, Duration::from_millis(300));
+}
+
+/// (2) Active killed (SIGKILL), unicast adverts: b takes over after
+/// Active_Down_Interval. A restarted a removes the VIP its predecessor left
+/// behind, then preempts.
+#[test]
+fn killed_active_is_replaced_and_restart_cleans_up() {
+    let Some(_guard) = lab_lock("killed_active_is_replaced_and_restart_cleans_up") else {
+        return;
+    };
+    let mut lab = Lab::new(&[CARRIER, HOST_A, HOST_B], false);
+    let a = lab.vrrpd(
+        HOST_A,
+        "vrrpd-a",
+        &[
+            "--priority",
+            "150",
+            "--advert-interval",
+            "100ms",
+            "--peer",
+            "198.51.100.12",
+        ],
+    );
+    lab.vrrpd(
+        HOST_B,
+        "vrrpd-b",
+        &[
+            "--priority",
+            "100",
+            "--advert-interval",
+            "100ms",
+            "--peer",
+            "198.51.100.11",
+        ],
+    );
+    wait_a_active(&lab, Duration::from_secs(5));
+    lab.assert_sole_holder(HOST_A, HOST_B, Duration::from_millis(300));
+
+    // The killed process leaves its VIP configured on a, whose kernel keeps
+    // answering the carrier: the outage to look at is the takeover time.
+    let pinger = Pinger::start(&lab);
+    thread::sleep(Duration::from_millis(300));
+    lab.signal(a, Signal::SIGKILL);
+    let took = wait_for(Duration::from_secs(3), Duration::from_millis(2), || {
+        lab.holds(HOST_B)
+    });
+    thread::sleep(Duration::from_millis(300));
+    let report = pinger.stop();
+    let took = took.unwrap_or_else(|| panic!("b did not take over within 3 s\n{}", lab.logs()));
+    println!(
+        "lab SIGKILL at 100 ms adverts: b Active {:.0} ms after the kill (Active_Down_Interval 361 ms); carrier {}",
+        ms(took),
+        report.summary()
+    );
+    // b waits for the down timer: no priority-0 advert came.
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_millis(1000),
+        "takeover after {took:?}\n{}",
+        lab.logs()
+    );
+    assert!(
+        report.outage() < Duration::from_millis(1000),
+        "{}",
+        report.summary()
+    );
+    // b's announcements moved the carrier, although a's stale VIP is still
+    // configured on a.
+    assert_eq!(lab.carrier_neigh(), Some(lab.mac(HOST_B)));
+    assert!(lab.holds(HOST_A), "a's VIP stays behind when a is killed");
+    assert!(lab.wait_exit(a, Duration::from_secs(2)));
+
+    // Restart a: the leftover goes at once, then a preempts b.
+    lab.vrrpd(
+        HOST_A,
+        "vrrpd-a2",
+        &[
+            "--priority",
+            "150",
+            "--advert-interval",
+            "100ms",
+            "--peer",
+            "198.51.100.12",
+        ],
+    );
+    let back = wait_for(Duration::from_secs(3), Duration::from_millis(10), || {
+        lab.holds(HOST_A) && !lab.holds(HOST_B)
+    });
+    assert!(
+        back.is_some(),
+        "restarted a did not preempt\n{}",
+        lab.logs()
+    );
+    let log = std::fs::read_to_string(lab.dir.join("vrrpd-a2.log")).unwrap_or_default();
+    assert!(
+        log.contains("to=Backup reason=startup"),
+        "restarted a should start as Backup:\n{log}"
+    );
+}
+
+/// (3) Graceful stop (SIGTERM) at 20 ms adverts: priority 0, b takes over
+/// after Skew_Time (12 ms for priority 100). Goal: outage <= 50 ms.
+#[test]
+fn graceful_stop_hands_over_within_skew() {
+    let Some(_guard) = lab_lock("graceful_stop_hands_over_within_skew") else {
+        return;
+    };
+    let mut lab = Lab::new(&[CARRIER, HOST_A, HOST_B], false);
+    let (a, _) = start_pair(&mut lab, "20ms", &[]);
+    wait_a_active(&lab, Duration::from_secs(5));
+    lab.assert_sole_holder(HOST_A, HOST_B, Duration::from_millis(200));
+
+    let pinger = Pinger::start(&lab);
+    thread::sleep(Duration::from_millis(300));
+    lab.signal(a, Signal::SIGTERM);
+    let took = wait_for(Duration::from_secs(2), Duration::from_millis(2), || {
+        lab.holds(HOST_B)
+    });
+    thread::sleep(Duration::from_millis(300));
+    let report = pinger.stop();
+    assert!(took.is_some(), "b did not take over\n{}", lab.logs());
+    assert!(lab.wait_exit(a, Duration::from_secs(2)), "a did not exit");
+    assert!(!lab.holds(HOST_A), "a left its VIP behind");
+    let log = std::fs::read_to_string(lab.dir.join("vrrpd-b.log")).unwrap_or_default();
+    assert!(
+        log.contains("reason=the Active resigned"),
+        "b should take over on a's priority 0:\n{log}"
+    );
+    println!("lab SIGTERM at 20 ms adverts: {}", report.summary());
+    // The goal is 50 ms; allow for a loaded CI machine.
+    assert!(
+        report.outage() <= Duration::from_millis(150),
+        "{}\n{}",
+        report.summary(),
+        lab.logs()
+    );
+}
+
+/// (4) Partition (bridge port isolation: a and b cannot hear each other, the
+/// carrier still reaches both): both go Active. Heal: within about one
+/// advert interval only a holds the VIP, and the carrier's neighbour entry
+/// has a's MAC again (a re-announces on the split brain).
+#[test]
+fn partition_heals_to_one_active_and_carrier_follows() {
+    let Some(_guard) = lab_lock("partition_heals_to_one_active_and_carrier_follows") else {
+        return;
+    };
+    let mut lab = Lab::new(&[CARRIER, HOST_A, HOST_B], false);
+    start_pair(&mut lab, "100ms", &[]);
+    wait_a_active(&lab, Duration::from_secs(5));
+    let pinger = Pinger::start(&lab);
+
+    lab.isolate(HOST_A, true);
+    lab.isolate(HOST_B, true);
+    let both = wait_for(Duration::from_secs(3), Duration::from_millis(10), || {
+        lab.holds(HOST_A) && lab.holds(HOST_B)
+    });
+    assert!(
+        both.is_some(),
+        "partitioned, b should go Active too\n{}",
+        lab.logs()
+    );
+    // Let both announcement bursts finish: b, the later Active, is what the
+    // carrier points at now.
+    thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        lab.carrier_neigh(),
+        Some(lab.mac(HOST_B)),
+        "during the partition the carrier follows b's announcements"
+    );
+
+    lab.isolate(HOST_A, false);
+    lab.isolate(HOST_B, false);
+    let healed = wait_for(Duration::from_secs(2), Duration::from_millis(2), || {
+        lab.holds(HOST_A) && !lab.holds(HOST_B)
+    });
+    let healed = healed.unwrap_or_else(|| panic!("no single Active after heal\n{}", lab.logs()));
+    println!(
+        "lab partition healed: one Active after {:.0} ms (advert interval 100 ms)",
+        ms(healed)
+    );
+    // One advert interval, plus scheduling slack on a shared machine.
+    assert!(
+        healed <= Duration::from_millis(200),
+        "heal took {healed:?}\n{}",
+        lab.logs()
+    );
+    lab.assert_sole_holder(HOST_A, HOST_B, Duration::from_millis(300));
+    let a_mac = lab.mac(HOST_A);
+    let ok = wait_for(Duration::from_secs(1), Duration::from_millis(10), || {
+        lab.carrier_neigh().as_deref() == Some(a_mac.as_str())
+    });
+    let report = pinger.stop();
+    assert!(
+        ok.is_some(),
+        "carrier's neighbour entry {:?} is not a's MAC {a_mac}\n{}",
+        lab.carrier_neigh(),
+        lab.logs()
+    );
+    println!("lab partition and heal: {}", report.summary());
+}
+
+/// (5) keepalived 2.2 as the peer (VRRPv3, same VRID): election by priority
+/// in both directions, preemption as configured, multicast and unicast,
+/// never both holding the VIP for longer than one Active_Down_Interval.
+#[test]
+fn keepalived_interop_both_directions() {
+    let Some(_guard) = lab_lock("keepalived_interop_both_directions") else {
+        return;
+    };
+    let mut lab = Lab::new(&[CARRIER, HOST_A, HOST_B], false);
+    // keepalived on a, vrrpd on b; 100 ms adverts; master down <= 400 ms.
+    let down = Duration::from_millis(400);
+    let k = HOST_A;
+    let t = HOST_B;
+
+    // Multicast. keepalived (100) alone becomes Active.
+    let ka = lab.keepalived(k, "keepalived-1", 100, "0.1", None, "");
+    let ok = wait_for(Duration::from_secs(8), Duration::from_millis(20), || {
+        lab.holds(k)
+    });
+    assert!(
+        ok.is_some(),
+        "keepalived did not take the VIP\n{}",
+        lab.logs()
+    );
+    // vrrpd (150) joins and preempts it.
+    let tv = lab.vrrpd(
+        t,
+        "vrrpd-150",
+        &["--priority", "150", "--advert-interval", "100ms"],
+    );
+    let m = lab.monitor([k, t], Duration::from_millis(1500));
+    assert!(
+        lab.holds(t) && !lab.holds(k),
+        "vrrpd (150) should preempt keepalived (100)\n{}",
+        lab.logs()
+    );
+    println!(
+        "lab keepalived: vrrpd preempting, both held the VIP for at most {:.0} ms",
+        ms(m.longest_both())
+    );
+    assert!(m.longest_both() <= down, "{:?}", m.longest_both());
+    lab.assert_sole_holder(t, k, Duration::from_millis(300));
+
+    // vrrpd resigns (priority 0): keepalived takes over at once.
+    lab.stop(tv);
+    let ok = wait_for(Duration::from_secs(1), Duration::from_millis(5), || {
+        lab.holds(k)
+    });
+    assert!(
+        ok.is_some(),
+        "keepalived did not take over after vrrpd resigned\n{}",
+        lab.logs()
+    );
+    println!(
+        "lab keepalived: took over {:.0} ms after vrrpd's SIGTERM returned",
+        ms(ok.unwrap_or_default())
+    );
+
+    // vrrpd (150) without preemption does not take over.
+    let tv = lab.vrrpd(
+        t,
+        "vrrpd-150-nopreempt",
+        &[
+            "--priority",
+            "150",
+            "--advert-interval",
+            "100ms",
+            "--no-preempt",
+        ],
+    );
+    thread::sleep(Duration::from_millis(300));
+    lab.assert_sole_holder(k, t, Duration::from_millis(1200));
+    lab.stop(tv);
+    lab.stop(ka);
+    assert!(!lab.holds(k), "keepalived should remove the VIP on exit");
+
+    // Unicast, the other direction: vrrpd (100) alone, keepalived (150)
+    // preempts it.
+    lab.vrrpd(
+        t,
+        "vrrpd-100-unicast",
+        &[
+            "--priority",
+            "100",
+            "--advert-interval",
+            "100ms",
+            "--peer",
+            "198.51.100.11",
+        ],
+    );
+    let ok = wait_for(Duration::from_secs(3), Duration::from_millis(20), || {
+        lab.holds(t)
+    });
+    assert!(ok.is_some(), "vrrpd did not take the VIP\n{}", lab.logs());
+    lab.keepalived(k, "keepalived-2", 150, "0.1", Some(t), "");
+    let m = lab.monitor([k, t], Duration::from_secs(3));
+    assert!(
+        lab.holds(k) && !lab.holds(t),
+        "keepalived (150) should preempt vrrpd (100) over unicast\n{}",
+        lab.logs()
+    );
+    println!(
+        "lab keepalived: keepalived preempting over unicast, both held the VIP for at most {:.0} ms",
+        ms(m.longest_both())
+    );
+    assert!(m.longest_both() <= down, "{:?}", m.longest_both());
+    lab.assert_sole_holder(k, t, Duration::from_millis(300));
+    let log = std::fs::read_to_string(lab.dir.join("vrrpd-100-unicast.log")).unwrap_or_default();
+    assert!(
+        log.contains("reason=a higher-priority peer is Active"),
+        "{log}"
+    );
+}
+
+/// (6) IPv6 VIP: link cut, b takes over and its unsolicited NA (O flag)
+/// moves the carrier's neighbour entry at once.
+#[test]
+fn ipv6_vip_takeover_with_unsolicited_na() {
+    let Some(_guard) = lab_lock("ipv6_vip_takeover_with_unsolicited_na") else {
+        return;
+    };
+    let mut lab = Lab::new(&[CARRIER, HOST_A, HOST_B], true);
+    start_pair(&mut lab, "100ms", &[]);
+    wait_a_active(&lab, Duration::from_secs(5));
+    lab.assert_sole_holder(HOST_A, HOST_B, Duration::from_millis(300));
+    let log = std::fs::read_to_string(lab.dir.join("vrrpd-a.log")).unwrap_or_default();
+    assert!(
+        log.contains("primary fe80::"),
+        "IPv6 adverts go from the link-local address:\n{log}"
+    );
+
+    let pinger = Pinger::start(&lab);
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(lab.carrier_neigh(), Some(lab.mac(HOST_A)));
+    lab.cut(HOST_A);
+    let took = wait_for(Duration::from_secs(3), Duration::from_millis(5), || {
+        lab.holds(HOST_B)
+    });
+    thread::sleep(Duration::from_millis(300));
+    let report = pinger.stop();
+    assert!(took.is_some(), "b did not take over\n{}", lab.logs());
+    println!("lab IPv6 link cut at 100 ms adverts: {}", report.summary());
+    assert_eq!(
+        lab.carrier_neigh(),
+        Some(lab.mac(HOST_B)),
+        "the NA should have moved the carrier's entry"
+    );
+    // Without the NA the carrier would wait for neighbour unreachability
+    // detection (seconds).
+    assert!(
+        report.outage() < Duration::from_millis(1000),
+        "{}\n{}",
+        report.summary(),
+        lab.logs()
+    );
+}
+
+/// (7) SIP-aware penalty: SIGUSR1 on the Active (150 - 100 = 50 < 100)
+/// moves the VIP to b; SIGUSR2 brings it back.
+#[test]
+fn tracked_health_penalty_moves_vip() {
+    let Some(_guard) = lab_lock("tracked_health_penalty_moves_vip") else {
+        return;
+    };
+    let mut lab = Lab::new(&[CARRIER, HOST_A, HOST_B], false);
+    let (a, _) = start_pair(&mut lab, "100ms", &["--track-penalty", "100"]);
+    wait_a_active(&lab, Duration::from_secs(5));
+
+    lab.signal(a, Signal::SIGUSR1);
+    let moved = wait_for(Duration::from_secs(2), Duration::from_millis(5), || {
+        lab.holds(HOST_B) && !lab.holds(HOST_A)
+    });
+    let moved = moved.unwrap_or_else(|| panic!("VIP did not move to b\n{}", lab.logs()));
+    println!("lab penalty: VIP on b {:.0} ms after SIGUSR1", ms(moved));
+    lab.assert_sole_holder(HOST_B, HOST_A, Duration::from_millis(300));
+
+    lab.signal(a, Signal::SIGUSR2);
+    let back = wait_for(Duration::from_secs(2), Duration::from_millis(5), || {
+        lab.holds(HOST_A) && !lab.holds(HOST_B)
+    });
+    assert!(back.is_some(), "VIP did not come back to a\n{}", lab.logs());
+    lab.assert_sole_holder(HOST_A, HOST_B, Duration::from_millis(300));
+}
+
+// -------------------------------------------------------------- benchmark
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Impl {
+    Keepalived,
+    Vrrpd,
+}
+
+/// One failover run: a (150) Active, b (100) Backup, the carrier pinging;
+/// a's link is cut. Returns the outage, or None if b never took over.
+fn failover_once(which: Impl, interval_ms: u64) -> Option<(Duration, u32)> {
+    let mut lab = Lab::new(&[CARRIER, HOST_A, HOST_B], false);
+    let adv_s = format!("{}", interval_ms as f64 / 1000.0);
+    let adv_ms = format!("{interval_ms}ms");
+    match which {
+        Impl::Keepalived => {
+            lab.keepalived(HOST_A, "ka-a", 150, &adv_s, None, "");
+            lab.keepalived(HOST_B, "ka-b", 100, &adv_s, None, "");
+        }
+        Impl::Vrrpd => {
+            start_pair(&mut lab, &adv_ms, &[]);
+        }
+    }
+    let settle = Duration::from_millis(interval_ms * 5 + 8000);
+    wait_for(settle, Duration::from_millis(20), || {
+        lab.holds(HOST_A) && !lab.holds(HOST_B)
+    })?;
+    // A few adverts so that b runs on a's interval.
+    thread::sleep(Duration::from_millis((interval_ms * 3).max(300)));
+    let pinger = Pinger::start(&lab);
+    thread::sleep(Duration::from_millis(500));
+    lab.cut(HOST_A);
+    let took = wait_for(
+        Duration::from_millis(interval_ms * 6 + 3000),
+        Duration::from_millis(5),
+        || lab.holds(HOST_B),
+    );
+    thread::sleep(Duration::from_millis(500));
+    let report = pinger.stop();
+    took?;
+    Some((report.outage(), report.lost()))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// `make bench-vip`: keepalived and vrrpd side by side (alternating runs),
+/// at 1 s, 100 ms, 50 ms and 20 ms adverts, BENCH_VIP_REPS (default 5)
+/// repetitions each; prints a Markdown table of medians.
+#[test]
+#[ignore = "benchmark: make bench-vip"]
+fn bench_vip_failover() {
+    let Some(_guard) = lab_lock("bench_vip_failover") else {
+        return;
+    };
+    let reps: usize = std::env::var("BENCH_VIP_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5)
+        .clamp(1, 20);
+    let intervals: Vec<u64> = std::env::var("BENCH_VIP_INTERVALS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1000, 100, 50, 20]);
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "| advert interval | keepalived 2.2.7 median (runs) | trunkvip vrrpd median (runs) |"
+    );
+    let _ = writeln!(table, "| --- | --- | --- |");
+    for &iv in &intervals {
+        let mut res: HashMap<&str, (Vec<f64>, Vec<String>)> = HashMap::new();
+        for rep in 0..reps {
+            for which in [Impl::Keepalived, Impl::Vrrpd] {
+                let key = match which {
+                    Impl::Keepalived => "keepalived",
+                    Impl::Vrrpd => "vrrpd",
+                };
+                let r = failover_once(which, iv);
+                let e = res.entry(key).or_default();
+                match r {
+                    Some((o, lost)) => {
+                        println!(
+                            "bench-vip {iv} ms rep {rep} {key}: outage {:.0} ms, {lost} pings lost",
+                            ms(o)
+                        );
+                        e.0.push(ms(o));
+                        e.1.push(format!("{:.0}", ms(o)));
+                    }
+                    None => {
+                        println!("bench-vip {iv} ms rep {rep} {key}: no takeover");
+                        e.1.push("fail".into());
+                    }
+                }
+            }
+        }
+        let mut cell = |k: &str| {
+            let (mut v, runs) = res.remove(k).unwrap_or_default();
+            format!("{:.0} ms ({})", median(&mut v), runs.join(", "))
+        };
+        let ka = cell("keepalived");
+        let tv = cell("vrrpd");
+        let _ = writeln!(table, "| {iv} ms | {ka} | {tv} |");
+    }
+    println!("\nVIP outage on Active link cut (carrier pings every 5 ms; longest gap between replies):\n");
+    println!("{table}");
+}
+
+#[test]
+fn lab_helpers_parse() {
+    // No root needed: the pure helpers.
+    let mut v = vec![3.0, 1.0, 2.0];
+    assert_eq!(median(&mut v), 2.0);
+    let mut v = vec![4.0, 1.0, 2.0, 3.0];
+    assert_eq!(median(&mut v), 2.5);
+    let m = Monitor {
+        samples: {
+            let t = Instant::now();
+            let at = |n: u64| t + Duration::from_millis(n);
+            vec![
+                (at(0), true, false),
+                (at(10), true, true),
+                (at(30), true, true),
+                (at(40), false, true),
+                (at(50), true, true),
+                (at(55), true, false),
+            ]
+        },
+    };
+    assert_eq!(m.longest_both(), Duration::from_millis(30));
+    let r = PingReport {
+        sent: 4,
+        replies: {
+            let t = Instant::now();
+            vec![
+                (0, t),
+                (1, t + Duration::from_millis(5)),
+                (3, t + Duration::from_millis(20)),
+            ]
+        },
+    };
+    assert_eq!(r.outage(), Duration::from_millis(15));
+    assert_eq!(r.lost(), 1);
+    assert_eq!(inet_checksum(&[0x08, 0, 0, 0, 0x12, 0x34, 0, 1]), !0x1A35);
+}
