@@ -725,12 +725,37 @@ impl Proxy {
         let (hops, new_dialog) = match self.route(msg, &f, from_edge_u16, f.to_tag.is_some()) {
             Ok(x) => x,
             Err((code, reason)) => {
-                if code == 503 {
+                let resp = if code == 503 {
                     self.metrics.no_edge_503 += 1;
                     let ra = self.retry_after();
-                    self.answer(msg, peer, code, reason, &[("Retry-After", &ra)]);
+                    self.answer(msg, peer, code, reason, &[("Retry-After", &ra)])
                 } else {
-                    self.answer(msg, peer, code, reason, &[]);
+                    self.answer(msg, peer, code, reason, &[])
+                };
+                if method == Method::Invite {
+                    // Through a server transaction (RFC 3261 16.3, 17.2.1):
+                    // a retransmitted INVITE gets this answer again rather
+                    // than a new try once an Edge is back, Timer G re-sends
+                    // it and the ACK is absorbed.
+                    let gen = self.next_gen();
+                    let id = self.servers.insert(ServerTxn {
+                        gen,
+                        key: key.clone(),
+                        method,
+                        peer,
+                        state: SState::Proceeding,
+                        last_response: None,
+                        client: None,
+                        candidates: Vec::new(),
+                        new_dialog: false,
+                        from_edge: from_edge_u16,
+                        cancelled: false,
+                        loop_hash: lh,
+                        g_interval: ms(self.cfg.timers.t1),
+                        armed: Armed::default(),
+                    });
+                    self.server_index.insert(key, id);
+                    self.server_final(now, id, resp, code, None);
                 }
                 return;
             }
@@ -896,9 +921,21 @@ impl Proxy {
         )
     }
 
+    /// Drops the candidate Edges of a new dialog that turned Unhealthy
+    /// since its request came (they were picked then).
+    fn prune_candidates(&mut self, id: usize) {
+        let st = &mut self.servers[id];
+        if st.new_dialog {
+            let edges = &self.edges.edges;
+            st.candidates
+                .retain(|h| !matches!(h, Hop::Edge(e) if !edges[*e as usize].healthy));
+        }
+    }
+
     /// Sends the request of server transaction `id` to its next candidate,
     /// or answers it 503 when none is left.
     fn forward_next(&mut self, now: Instant, id: usize, template: Template<'_>) {
+        self.prune_candidates(id);
         let st = &mut self.servers[id];
         let Some(hop) = (!st.candidates.is_empty()).then(|| st.candidates.remove(0)) else {
             let peer = st.peer;
@@ -1052,6 +1089,11 @@ impl Proxy {
             self.arm_client(slot, TimerKind::Retransmit, now + t.t1);
         }
         self.arm_client(slot, TimerKind::Timeout, now + t.t1 * 64);
+        if invite {
+            // Timer C runs from the moment the INVITE is proxied (RFC 3261
+            // 16.6 step 11): a branch that only ever gets 100 ends too.
+            self.arm_client(slot, TimerKind::TimerC, now + t.timer_c);
+        }
         if invite && new_dialog {
             self.arm_client(slot, TimerKind::Failover, now + t.failover_after);
         }
@@ -1632,6 +1674,8 @@ impl Proxy {
         if st.cancelled || st.state != SState::Proceeding || !st.new_dialog {
             return;
         }
+        self.prune_candidates(sid);
+        let st = &self.servers[sid];
         if st.candidates.is_empty() && invite {
             // Nobody else to try: let this branch run to Timer B.
             return;
@@ -1713,10 +1757,15 @@ impl Proxy {
             }
             TimerKind::Failover => self.branch_failed(now, slot),
             TimerKind::TimerC => {
-                // Ringing too long: CANCEL it; the 487 ends the call.
-                let gen = self.clients[slot].gen;
-                self.cancel_branch(now, slot, gen);
-                self.arm_client(slot, TimerKind::Timeout, now + t.t1 * 64);
+                if self.clients[slot].got_provisional {
+                    // Ringing too long: CANCEL it; the 487 ends the call.
+                    let gen = self.clients[slot].gen;
+                    self.cancel_branch(now, slot, gen);
+                    self.arm_client(slot, TimerKind::Timeout, now + t.t1 * 64);
+                } else {
+                    // Nothing but 100: as if the branch timed out (16.8).
+                    self.client_timer(now, slot, TimerKind::Timeout);
+                }
             }
             TimerKind::Timeout => {
                 // Timer B or F: no final answer. 408 upstream (RFC 3261
