@@ -69,7 +69,14 @@ bench-vip: deps
 	$(CARGO) build --release -p trunkvip-vip --example vrrpd
 	$(CARGO) test --release -p trunkvip-vip --test lab -- --ignored --nocapture --test-threads=1 bench_vip_failover
 
-bench: bench-parse bench-core
+# SIPp uac -> proxy -> two SIPp uas on loopback: trunkvip (workers 1 and 2)
+# against Kamailio (children=1) and SIPp direct in the same run, plus the
+# relay floor; table in bench/results/, plot bench/results/proxy-cpu.png.
+bench-proxy:
+	$(CARGO) build --release -p trunkvip
+	bench/proxy.sh
+
+bench: bench-parse bench-core bench-proxy
 
 clean:
 	$(CARGO) clean

@@ -36,6 +36,9 @@ pub struct StatusReport {
     /// True after SIGTERM: new dialogs get 503.
     pub draining: bool,
     pub edges: Vec<EdgeRow>,
+    /// The floating VIP, with `[vip]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<crate::vip::Report>,
 }
 
 /// One Edge of `GET /status`.
@@ -85,6 +88,7 @@ pub fn report(transports: &Transports, snaps: &[Snapshot]) -> StatusReport {
         in_flight: snaps.iter().map(|s| s.in_flight).sum(),
         draining: transports.draining.load(Ordering::Relaxed),
         edges,
+        vip: crate::vip::report(),
     }
 }
 
@@ -140,6 +144,9 @@ pub fn table(r: &StatusReport) -> String {
         r.in_flight,
         if r.draining { "  DRAINING" } else { "" }
     );
+    if let Some(v) = &r.vip {
+        out.push_str(&crate::vip::table(v));
+    }
     out
 }
 
@@ -204,6 +211,11 @@ pub fn metrics(transports: &Transports, snaps: &[Snapshot]) -> String {
         transports.workers.len(),
         transports.conns.len(),
     );
+    crate::capture::metrics(&mut out);
+    crate::vip::metrics(&mut out);
+    if let Some(link) = crate::pair::LINK.get() {
+        link.counters.prometheus(&mut out);
+    }
     out
 }
 
@@ -347,6 +359,7 @@ mod tests {
             workers: 2,
             in_flight: 3,
             draining: false,
+            vip: None,
             edges: vec![EdgeRow {
                 name: "EDGE-PROD-01".into(),
                 uri: "sip:198.51.100.21:5060;transport=udp".into(),

@@ -25,7 +25,9 @@ pub enum Command {
     Run {
         #[command(flatten)]
         config: ConfigArg,
-        /// Log every SIP message (debug level).
+        /// Log every SIP message (debug level) and, when the file has no
+        /// [debug] section, capture every message as HEPv3 to
+        /// 127.0.0.1:9060 (see docs/debug.md).
         #[arg(long)]
         debug: bool,
     },
@@ -34,7 +36,8 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Show the Edges of a running trunkvip (from its admin endpoint).
+    /// Show the Edges of a running trunkvip and, with [vip], its VRRP role,
+    /// priority and the peer last heard (from its admin endpoint).
     Status {
         /// The admin endpoint.
         #[arg(long, default_value = crate::config::DEFAULT_ADMIN)]

@@ -378,9 +378,16 @@ struct File {
     carrier: CarrierSection,
     #[serde(default)]
     admin: AdminSection,
-    vip: Option<Spanned<toml::Value>>,
-    pair: Option<Spanned<toml::Value>>,
-    debug: Option<Spanned<toml::Value>>,
+    vip: Option<Spanned<VipSection>>,
+    pair: Option<Spanned<PairSection>>,
+    debug: Option<Spanned<DebugSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PairSection {
+    peer: Spanned<String>,
+    secret_file: Spanned<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -426,6 +433,32 @@ struct AdminSection {
     listen: Option<Addr>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DebugSection {
+    hep: Option<Spanned<String>>,
+    pcap: Option<Spanned<PathBuf>>,
+    pcap_max_bytes: Option<Bounded<4096, { 1 << 40 }>>,
+    keylog: Option<Spanned<PathBuf>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VipSection {
+    address: Spanned<String>,
+    interface: Spanned<String>,
+    vrid: Bounded<1, 255>,
+    priority: Bounded<1, 254>,
+    advert_interval: Option<Spanned<Dur>>,
+    preempt: Option<bool>,
+    preempt_delay: Option<Spanned<Dur>>,
+    peers: Option<Spanned<Vec<Spanned<String>>>>,
+    track_edges_penalty: Option<Bounded<0, 254>>,
+    announce_count: Option<Bounded<0, 100>>,
+    announce_spacing: Option<Spanned<Dur>>,
+    checksum: Option<Spanned<String>>,
+}
+
 // ---------------------------------------------------------------------------
 // The effective configuration.
 
@@ -463,6 +496,12 @@ pub struct Config {
     pub carriers: Vec<SipTarget>,
     pub carrier_allow: Vec<IpNet>,
     pub admin: SocketAddr,
+    /// `[debug]`: the debug capture, off when `None`.
+    pub debug: Option<crate::capture::Settings>,
+    /// `[vip]`: the floating VIP; `None`: a plain proxy.
+    pub vip: Option<crate::vip::Settings>,
+    /// `[pair]`: state sync with the other host.
+    pub pair: Option<crate::pair::PairConfig>,
 }
 
 /// Turns byte offsets into lines and key paths.
@@ -581,18 +620,6 @@ impl Config {
     }
 
     fn from_file(file: File, loc: &Locator<'_>) -> Result<Config, ConfigError> {
-        for (name, v, issue) in [
-            ("vip", &file.vip, "the floating VIP"),
-            ("pair", &file.pair, "the host pair"),
-            ("debug", &file.debug, "debugging"),
-        ] {
-            if let Some(v) = v {
-                return Err(loc.at(
-                    v,
-                    format!("[{name}] is not supported yet: it comes with the issue on {issue}; remove it"),
-                ));
-            }
-        }
 
         // listen
         if file.listen.get_ref().is_empty() {
@@ -623,6 +650,12 @@ impl Config {
                 h.get_ref().0
             }
             None => listen[0].addr.ip(),
+        };
+
+        // vip
+        let vip = match &file.vip {
+            Some(v) => Some(check_vip(v, loc, &listen, file.host_address.as_ref())?),
+            None => None,
         };
 
         // tls
@@ -764,7 +797,48 @@ impl Config {
             .listen
             .map_or_else(|| DEFAULT_ADMIN.parse().expect("valid"), |a| a.0);
 
+        // debug
+        let mut debug = None;
+        if let Some(d) = &file.debug {
+            let d = d.get_ref();
+            let mut s = crate::capture::Settings::default();
+            if let Some(h) = &d.hep {
+                s.hep = match h.get_ref().as_str() {
+                    "off" => None,
+                    a => Some(a.parse().map_err(|_| {
+                        loc.at(
+                            h,
+                            format!("{a:?} is not an address and port (write e.g. \"127.0.0.1:9060\", or \"off\")"),
+                        )
+                    })?),
+                };
+            }
+            for p in [&d.pcap, &d.keylog].into_iter().flatten() {
+                if p.get_ref().as_os_str().is_empty() {
+                    return Err(loc.at(p, "empty path"));
+                }
+            }
+            if let (Some(p), Some(k)) = (&d.pcap, &d.keylog) {
+                if p.get_ref() == k.get_ref() {
+                    return Err(loc.at(k, "the same file as debug.pcap"));
+                }
+            }
+            s.pcap = d.pcap.as_ref().map(|p| p.get_ref().clone());
+            s.keylog = d.keylog.as_ref().map(|p| p.get_ref().clone());
+            if let Some(m) = d.pcap_max_bytes {
+                s.pcap_max_bytes = m.0;
+            }
+            debug = Some(s);
+        }
+
+        // pair
+        let pair = match &file.pair {
+            None => None,
+            Some(p) => Some(check_pair(p.get_ref(), host_address, loc)?),
+        };
+
         Ok(Config {
+            pair,
             listen,
             host_address,
             workers: file.workers.map_or_else(default_workers, |w| w.0 as usize),
@@ -775,6 +849,8 @@ impl Config {
             carriers,
             carrier_allow,
             admin,
+            debug,
+            vip,
         })
     }
 
@@ -858,6 +934,25 @@ impl Config {
         }
         let _ = writeln!(o, "\n[admin]");
         let _ = writeln!(o, "listen = {}", q(&self.admin.to_string()));
+        if let Some(d) = &self.debug {
+            let _ = writeln!(o, "\n[debug]");
+            let hep = d.hep.map_or_else(|| "off".to_owned(), |a| a.to_string());
+            let _ = writeln!(o, "hep = {}", q(&hep));
+            if let Some(p) = &d.pcap {
+                let _ = writeln!(o, "pcap = {}", q(&p.display().to_string()));
+            }
+            let _ = writeln!(o, "pcap_max_bytes = {}", d.pcap_max_bytes);
+            if let Some(k) = &d.keylog {
+                let _ = writeln!(o, "keylog = {}", q(&k.display().to_string()));
+            }
+        }
+        if let Some(v) = &self.vip {
+            render_vip(&mut o, v);
+        }
+        if let Some(p) = &self.pair {
+            let _ = writeln!(o, "\n[pair]\npeer = {}", q(&p.peer.to_string()));
+            let _ = writeln!(o, "secret_file = {}", q(&p.secret_file.display().to_string()));
+        }
         o
     }
 
@@ -954,6 +1049,7 @@ impl Config {
         pc.timers.failover_after = self.failover_after;
         pc.instance = instance;
         pc.health_probing = health_probing;
+        pc.pair_secret = self.pair.as_ref().map(|p| p.secret.clone());
         pc
     }
 }
@@ -963,6 +1059,273 @@ impl Config {
 pub struct Resolved {
     pub edges: Vec<SocketAddr>,
     pub carriers: Vec<SocketAddr>,
+}
+
+/// Checks `[vip]`: every key, and that the VIP is the service address of
+/// every listener while `host_address` is this host's own.
+fn check_vip(
+    v: &Spanned<VipSection>,
+    loc: &Locator<'_>,
+    listen: &[Listen],
+    host_address: Option<&Spanned<Ip>>,
+) -> Result<crate::vip::Settings, ConfigError> {
+    let s = v.get_ref();
+    let text = s.address.get_ref();
+    let address: IpNet = match text.parse() {
+        Ok(n) => n,
+        Err(_) => {
+            let why = if text.parse::<IpAddr>().is_ok() {
+                format!("{text:?} has no prefix length: write the VIP with its network's, e.g. \"198.51.100.10/24\" or \"2001:db8::10/64\"")
+            } else {
+                format!("{text:?} is not an address with a prefix length (write e.g. \"198.51.100.10/24\" or \"2001:db8::10/64\")")
+            };
+            return Err(loc.at(&s.address, why));
+        }
+    };
+    let ip = address.addr();
+    if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
+        return Err(loc.at(
+            &s.address,
+            format!("{ip} cannot be a VIP: write a unicast address of the carrier-facing network"),
+        ));
+    }
+    if address.prefix_len() < address.max_prefix_len().saturating_sub(1)
+        && (ip == address.network() || (ip.is_ipv4() && ip == address.broadcast()))
+    {
+        return Err(loc.at(
+            &s.address,
+            format!("{ip} is the network's own address in {}: write the VIP's address, e.g. \"198.51.100.10/24\"", address.trunc()),
+        ));
+    }
+    for (n, l) in listen.iter().enumerate() {
+        if l.addr.ip() != ip {
+            return Err(loc.at(
+                &s.address,
+                format!(
+                    "the VIP {ip} is not the address of listen[{}] ({l}): every listener binds the VIP, the one service address the carrier sends to",
+                    n + 1
+                ),
+            ));
+        }
+    }
+    let host = match host_address {
+        None => {
+            return Err(loc.at(
+                v,
+                format!("with [vip], set host_address to this host's own address: health probes and VRRP adverts leave from it, while the VIP {ip} moves between the hosts"),
+            ))
+        }
+        Some(h) => {
+            let a = h.get_ref().0;
+            if a == ip {
+                return Err(loc.at(
+                    h,
+                    format!("{a} is the VIP: host_address must be this host's own address, which stays when the VIP moves"),
+                ));
+            }
+            if a.is_ipv4() != ip.is_ipv4() {
+                return Err(loc.at(
+                    h,
+                    format!("{a} is not of the VIP's address family ({ip}): VRRP adverts leave from host_address"),
+                ));
+            }
+            a
+        }
+    };
+
+    let name = s.interface.get_ref();
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if !ok {
+        return Err(loc.at(
+            &s.interface,
+            format!("{name:?} is not an interface name (1 to 15 characters, no '/', ':' or spaces; e.g. \"eth0\")"),
+        ));
+    }
+
+    let mut out =
+        crate::vip::Settings::new(address, name.clone(), s.vrid.0 as u8, s.priority.0 as u8);
+    if let Some(d) = &s.advert_interval {
+        let ms = d.get_ref().0.as_millis();
+        if !(10..=40_950).contains(&ms) {
+            return Err(loc.at(
+                d,
+                format!(
+                    "{} is out of range: VRRPv3 adverts are 10ms to 40950ms apart",
+                    format_duration(d.get_ref().0)
+                ),
+            ));
+        }
+        if ms % 10 != 0 {
+            return Err(loc.at(
+                d,
+                format!("{} is not a whole number of centiseconds, which VRRPv3 carries: write a multiple of 10ms", format_duration(d.get_ref().0)),
+            ));
+        }
+        out.advert_interval = d.get_ref().0;
+    }
+    if let Some(p) = s.preempt {
+        out.preempt = p;
+    }
+    if let Some(d) = &s.preempt_delay {
+        if d.get_ref().0 > Duration::from_secs(3600) {
+            return Err(loc.at(
+                d,
+                format!("{} is too long: at most 1h", format_duration(d.get_ref().0)),
+            ));
+        }
+        out.preempt_delay = d.get_ref().0;
+    }
+    if let Some(peers) = &s.peers {
+        if peers.get_ref().is_empty() {
+            return Err(loc.at(
+                peers,
+                "empty: name the other host, or leave peers out for multicast",
+            ));
+        }
+        for p in peers.get_ref() {
+            let a: IpAddr = p
+                .get_ref()
+                .parse()
+                .map_err(|_| loc.at(p, format!("{:?} is not an IP address", p.get_ref())))?;
+            if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
+                return Err(loc.at(
+                    p,
+                    format!("{a} cannot be a peer: write the other host's own address"),
+                ));
+            }
+            if a.is_ipv4() != ip.is_ipv4() {
+                return Err(loc.at(p, format!("{a} is not of the VIP's address family ({ip})")));
+            }
+            if a == ip {
+                return Err(loc.at(
+                    p,
+                    format!("{a} is the VIP: write the other host's own address"),
+                ));
+            }
+            if a == host {
+                return Err(loc.at(
+                    p,
+                    format!("{a} is this host's host_address: write the other host's"),
+                ));
+            }
+            if out.peers.contains(&a) {
+                return Err(loc.at(p, format!("{a} is named twice")));
+            }
+            out.peers.push(a);
+        }
+    }
+    if let Some(t) = s.track_edges_penalty {
+        out.track_edges_penalty = t.0 as u8;
+    }
+    if let Some(c) = s.announce_count {
+        out.announce_count = c.0 as u32;
+    }
+    if let Some(d) = &s.announce_spacing {
+        let g = d.get_ref().0;
+        if g < Duration::from_millis(10) || g > Duration::from_secs(10) {
+            return Err(loc.at(
+                d,
+                format!("{} is out of range: 10ms to 10s", format_duration(g)),
+            ));
+        }
+        out.announce_spacing = g;
+    }
+    if let Some(c) = &s.checksum {
+        out.checksum = match c.get_ref().as_str() {
+            "pseudo-header" => trunkvip_vip::ChecksumMode::PseudoHeader,
+            "no-pseudo-header" if ip.is_ipv6() => {
+                return Err(loc.at(c, "an IPv6 VIP's adverts always carry the pseudo-header: remove checksum or write \"pseudo-header\""));
+            }
+            "no-pseudo-header" => trunkvip_vip::ChecksumMode::NoPseudoHeader,
+            other => {
+                return Err(loc.at(
+                    c,
+                    format!("{other:?}: write \"pseudo-header\" (keepalived's default) or \"no-pseudo-header\" (RFC 9568)"),
+                ))
+            }
+        };
+    }
+    Ok(out)
+}
+
+/// `[pair]`: the peer's address and a secret read from a file.
+fn check_pair(
+    p: &PairSection,
+    host_address: IpAddr,
+    loc: &Locator<'_>,
+) -> Result<crate::pair::PairConfig, ConfigError> {
+    let peer: SocketAddr = p.peer.get_ref().parse().map_err(|_| {
+        loc.at(&p.peer, "not an address and port, such as \"198.51.100.12:5099\"")
+    })?;
+    if peer.ip() == host_address {
+        return Err(loc.at(&p.peer, "is this host's own address: name the other host"));
+    }
+    if peer.is_ipv4() != host_address.is_ipv4() {
+        return Err(loc.at(&p.peer, "must be of the same family as host_address"));
+    }
+    if peer.port() == 0 {
+        return Err(loc.at(&p.peer, "needs a port"));
+    }
+    let path = p.secret_file.get_ref();
+    let secret = std::fs::read(path)
+        .map_err(|e| loc.at(&p.secret_file, format!("cannot read {}: {e}", path.display())))?;
+    let secret = secret.trim_ascii().to_vec();
+    if secret.len() < 16 {
+        return Err(loc.at(
+            &p.secret_file,
+            format!("{} holds {} bytes: a shared secret needs at least 16 (e.g. `head -c 32 /dev/urandom | base64`)", path.display(), secret.len()),
+        ));
+    }
+    Ok(crate::pair::PairConfig {
+        listen: SocketAddr::new(host_address, peer.port()),
+        peer,
+        secret,
+        secret_file: path.clone(),
+    })
+}
+
+fn render_vip(o: &mut String, v: &crate::vip::Settings) {
+    let q = |s: &str| toml_string(s);
+    let _ = writeln!(o, "\n[vip]");
+    let _ = writeln!(o, "address = {}", q(&v.address.to_string()));
+    let _ = writeln!(o, "interface = {}", q(&v.interface));
+    let _ = writeln!(o, "vrid = {}", v.vrid);
+    let _ = writeln!(o, "priority = {}", v.priority);
+    let _ = writeln!(
+        o,
+        "advert_interval = {}",
+        q(&format_duration(v.advert_interval))
+    );
+    let _ = writeln!(o, "preempt = {}", v.preempt);
+    let _ = writeln!(
+        o,
+        "preempt_delay = {}",
+        q(&format_duration(v.preempt_delay))
+    );
+    if v.peers.is_empty() {
+        let _ = writeln!(o, "# peers: omitted, adverts go to the multicast group");
+    } else {
+        let peers: Vec<String> = v.peers.iter().map(|p| q(&p.to_string())).collect();
+        let _ = writeln!(o, "peers = [{}]", peers.join(", "));
+    }
+    let _ = writeln!(o, "track_edges_penalty = {}", v.track_edges_penalty);
+    let _ = writeln!(o, "announce_count = {}", v.announce_count);
+    let _ = writeln!(
+        o,
+        "announce_spacing = {}",
+        q(&format_duration(v.announce_spacing))
+    );
+    let checksum = match v.checksum {
+        trunkvip_vip::ChecksumMode::NoPseudoHeader => "no-pseudo-header",
+        _ => "pseudo-header",
+    };
+    let _ = writeln!(o, "checksum = {}", q(checksum));
 }
 
 fn toml_string(s: &str) -> String {

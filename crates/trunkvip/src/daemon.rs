@@ -1,8 +1,9 @@
 //! Starting and stopping: binds the sockets, starts the workers, the
 //! receive and accept tasks and the admin endpoint; then waits for
-//! signals. SIGTERM (or Ctrl-C) drains: new dialogs get 503, transactions
-//! in flight finish, and the process exits when none is left or after
-//! [`DRAIN_LIMIT`]. SIGHUP reloads the TLS certificates.
+//! signals. SIGTERM (or Ctrl-C) first gives up the VIP (with `[vip]`: a
+//! priority-0 advert, then the address removed), then drains: new dialogs
+//! get 503, transactions in flight finish, and the process exits when none
+//! is left or after [`DRAIN_LIMIT`]. SIGHUP reloads the TLS certificates.
 
 use std::collections::HashMap;
 use std::io;
@@ -75,6 +76,20 @@ fn bind_host_socket(config: &Config) -> io::Result<(Option<UdpSocket>, u16)> {
 /// Binds everything and starts the tasks on the current runtime.
 pub async fn start(config: Config) -> Result<Daemon, String> {
     let resolved = config.resolve().await.map_err(|e| e.to_string())?;
+    // Before TLS, whose configurations take the key log from it.
+    if let Some(d) = &config.debug {
+        crate::capture::start(d, crate::capture::capture_id(config.host_address))?;
+        info!(
+            "debug capture on: HEP to {}, pcap {}, TLS key log {}",
+            d.hep.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+            d.pcap
+                .as_ref()
+                .map_or_else(|| "off".to_owned(), |p| p.display().to_string()),
+            d.keylog
+                .as_ref()
+                .map_or_else(|| "off".to_owned(), |p| p.display().to_string()),
+        );
+    }
     let tls = match &config.tls {
         Some(files) => Some(Arc::new(TlsState::load(files)?)),
         None => None,
@@ -144,11 +159,16 @@ pub async fn start(config: Config) -> Result<Daemon, String> {
         draining: AtomicBool::new(false),
     });
 
+    if let Some(p) = &config.pair {
+        let _ = crate::pair::LINK.set(crate::pair::spawn(p.clone(), transports.workers.clone()));
+        info!(peer = %p.peer, listen = %p.listen, "pair sync with {}", p.peer);
+    }
     for (n, inbox) in inboxes.into_iter().enumerate() {
         let pc = config.proxy_config(&resolved, host_port, instance, n == 0);
         let core = Core::new(pc, worker::now()).map_err(|e| format!("configuration: {e}"))?;
         tokio::spawn(worker::run(n, core, inbox, transports.clone()));
     }
+    crate::capture::note_udp_sockets(udp_sock.iter().chain(&host_sock).map(|s| &**s));
     if let Some(s) = udp_sock {
         tokio::spawn(udp::receive(s, transports.clone(), false));
     }
@@ -159,6 +179,12 @@ pub async fn start(config: Config) -> Result<Daemon, String> {
         tokio::spawn(stream::accept(l, transports.clone(), t));
     }
     tokio::spawn(crate::admin::serve(admin_listener, transports.clone()));
+    // Last, once everything is bound (the listeners with IP_FREEBIND, so
+    // a Backup listens on the VIP too): from here on this host may hold it.
+    if let Some(v) = &config.vip {
+        crate::vip::start(v, config.host_address).await?;
+    }
+    crate::systemd::spawn_watchdog(transports.clone());
 
     for l in &config.listen {
         info!("listening on {l}");
@@ -169,6 +195,7 @@ pub async fn start(config: Config) -> Result<Daemon, String> {
         config.workers,
         SocketAddr::new(config.host_address, host_port)
     );
+    crate::systemd::ready("listening");
     Ok(Daemon { transports, admin })
 }
 
@@ -185,6 +212,10 @@ impl Daemon {
                 _ = hup.recv() => self.reload_tls(),
             }
         }
+        crate::systemd::stopping();
+        // The VIP first (priority 0, then removed): the peer takes new
+        // calls at once while this host finishes what it has.
+        crate::vip::resign().await;
         tokio::select! {
             _ = self.drain() => {}
             _ = int.recv() => info!("interrupted again: quitting"),

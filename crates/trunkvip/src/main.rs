@@ -11,8 +11,13 @@
 //! - [`demo`] and [`edge_sim`]: `trunkvip demo`, the proxy in front of two
 //!   simulated Edges.
 //! - [`certs`]: `trunkvip gen-certs` (rcgen) for development.
+//! - [`vip`]: `[vip]`, the floating VIP (VRRPv3, `trunkvip-vip`) with
+//!   SIP-aware priority; [`systemd`]: READY, WATCHDOG and STOPPING.
+//! - [`capture`]: the debug capture (`[debug]`, `run --debug`): every SIP
+//!   message as HEPv3 and pcap, and the TLS key log.
 
 mod admin;
+mod capture;
 mod certs;
 mod cli;
 mod config;
@@ -20,8 +25,11 @@ mod daemon;
 mod demo;
 mod edge_sim;
 mod logging;
+mod pair;
+mod systemd;
 mod tls;
 mod transport;
+mod vip;
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -41,10 +49,13 @@ fn main() -> ExitCode {
                 Ok(p) => p,
                 Err(e) => return fail(&e),
             };
-            let config = match Config::load(&path) {
+            let mut config = match Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => return fail(&e.to_string()),
             };
+            if debug && config.debug.is_none() {
+                config.debug = Some(capture::Settings::default());
+            }
             let workers = config.workers;
             runtime(workers).block_on(async move {
                 let daemon = match daemon::start(config).await {

@@ -74,7 +74,7 @@ fn build(files: &TlsFiles) -> Result<(Arc<ServerConfig>, Arc<ClientConfig>), Str
     let certs = load_certs(&files.cert)?;
     let key = load_key(&files.key)?;
     let server = ServerConfig::builder_with_protocol_versions(VERSIONS);
-    let server = match &files.client_ca {
+    let mut server = match &files.client_ca {
         Some(ca) => {
             let roots = load_roots(ca)?;
             let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
@@ -97,10 +97,15 @@ fn build(files: &TlsFiles) -> Result<(Arc<ServerConfig>, Arc<ClientConfig>), Str
         }
         None => RootCertStore::empty(),
     };
-    let client = ClientConfig::builder_with_protocol_versions(VERSIONS)
+    let mut client = ClientConfig::builder_with_protocol_versions(VERSIONS)
         .with_root_certificates(roots)
         .with_client_auth_cert(certs, key)
         .map_err(|e| format!("tls.cert and tls.key: {e}"))?;
+    // `[debug] keylog`: the secrets of both sides, for Wireshark.
+    if let Some(k) = crate::capture::key_log() {
+        server.key_log = k.clone();
+        client.key_log = k;
+    }
     Ok((Arc::new(server), Arc::new(client)))
 }
 

@@ -54,6 +54,10 @@ pub enum Control {
     /// Stop taking new dialogs (SIGTERM).
     Drain,
     Snapshot(oneshot::Sender<Snapshot>),
+    /// A record from the peer host of the pair.
+    Sync(trunkvip_proxy::pair::SyncRecord),
+    /// Every dialog this worker holds, for the peer's resync.
+    SyncSnapshot(oneshot::Sender<Vec<trunkvip_proxy::pair::SyncRecord>>),
 }
 
 /// What the admin endpoint and the drain loop read from a worker.
@@ -148,8 +152,19 @@ pub async fn run(index: usize, mut core: Core, mut inbox: Inbox, transports: Arc
         while let Some(t) = core.poll_transmit() {
             transports.send(t).await;
         }
+        let mut edge_health = false;
         while let Some(e) = core.poll_event() {
+            edge_health |= matches!(e, Event::EdgeHealth { .. });
             event(index, e, &transports);
+        }
+        // SIP-aware VRRP priority: the probing worker's view.
+        if edge_health && index == 0 {
+            crate::vip::set_edges_healthy(core.status().iter().any(|e| e.healthy));
+        }
+        if let Some(link) = crate::pair::LINK.get() {
+            while let Some(r) = core.poll_sync() {
+                link.publish(r);
+            }
         }
     }
     debug!(worker = index, "worker stopped");
@@ -170,6 +185,10 @@ fn control(index: usize, core: &mut Core, c: Control) {
         Control::Drain => {
             debug!(worker = index, "draining");
             core.drain(now());
+        }
+        Control::Sync(r) => core.apply_sync(now(), &r),
+        Control::SyncSnapshot(reply) => {
+            let _ = reply.send(core.sync_snapshot(now()));
         }
         Control::Snapshot(reply) => {
             let mut metrics = String::new();

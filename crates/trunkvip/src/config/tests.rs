@@ -270,11 +270,34 @@ fn unknown_keys_are_errors() {
 }
 
 #[test]
-fn sections_not_supported_yet() {
-    for section in ["vip", "pair", "debug"] {
-        let text = format!("{FULL}\n[{section}]\nsomething = 1\n");
-        expect_err(&text, &format!("[{section}]"), section, "not supported yet");
-    }
+fn pair_section() {
+    let dir = std::env::temp_dir().join(format!("tv-pair-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("pair.key");
+    std::fs::write(&good, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let short = dir.join("short.key");
+    std::fs::write(&short, "tooshort").unwrap();
+    let section = |peer: &str, file: &std::path::Path| {
+        format!("{FULL}\n[pair]\npeer = \"{peer}\"\nsecret_file = \"{}\"\n", file.display())
+    };
+    let c = Config::parse(&section("198.51.100.12:5099", &good)).unwrap();
+    let p = c.pair.as_ref().unwrap();
+    assert_eq!(p.listen, "198.51.100.11:5099".parse().unwrap());
+    assert_eq!(p.secret, b"0123456789abcdef0123456789abcdef");
+    assert!(!format!("{p:?}").contains("0123456789"), "the secret is never printed");
+    let back = Config::parse(&c.render(None)).unwrap();
+    assert_eq!(back.pair, c.pair);
+    let t = section("198.51.100.12", &good);
+    expect_err(&t, "peer =", "pair.peer", "not an address and port");
+    let t = section("198.51.100.11:5099", &good);
+    expect_err(&t, "peer =", "pair.peer", "own address");
+    let t = section("198.51.100.12:5099", &short);
+    expect_err(&t, "secret_file", "pair.secret_file", "at least 16");
+    let t = section("198.51.100.12:5099", &dir.join("missing.key"));
+    expect_err(&t, "secret_file", "pair.secret_file", "cannot read");
+    let t = format!("{FULL}\n[pair]\npeer = \"198.51.100.12:5099\"\nsecret = \"x\"\n");
+    expect_err(&t, "secret = ", "pair.secret", "unknown key");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -295,4 +318,386 @@ fn syntax_errors_have_a_line() {
     let text = with_line("workers", "workers = ");
     let e = Config::parse(&text).unwrap_err();
     assert_eq!(e.line, Some(3), "{e}");
+}
+
+#[test]
+fn debug_section() {
+    assert_eq!(Config::parse(FULL).unwrap().debug, None);
+    // An empty section: HEP to the default address, no files.
+    let c = Config::parse(&format!("{FULL}\n[debug]\n")).unwrap();
+    assert_eq!(c.debug, Some(crate::capture::Settings::default()));
+    let text = format!(
+        "{FULL}\n[debug]\nhep = \"[::1]:9061\"\npcap = \"/var/log/trunkvip/sip.pcap\"\npcap_max_bytes = 104857600\nkeylog = \"/var/log/trunkvip/tls-keys.log\"\n"
+    );
+    let c = Config::parse(&text).unwrap();
+    let d = c.debug.clone().unwrap();
+    assert_eq!(d.hep, Some("[::1]:9061".parse().unwrap()));
+    assert_eq!(
+        d.pcap.as_deref(),
+        Some(Path::new("/var/log/trunkvip/sip.pcap"))
+    );
+    assert_eq!(d.pcap_max_bytes, 104_857_600);
+    assert_eq!(
+        d.keylog.as_deref(),
+        Some(Path::new("/var/log/trunkvip/tls-keys.log"))
+    );
+    assert_eq!(Config::parse(&c.render(None)).unwrap(), c);
+    let off = Config::parse(&format!("{FULL}\n[debug]\nhep = \"off\"\n")).unwrap();
+    assert_eq!(off.debug.unwrap().hep, None);
+
+    let bad = format!("{FULL}\n[debug]\nhep = \"localhost\"\n");
+    expect_err(&bad, "hep =", "debug.hep", "not an address and port");
+    let bad = format!("{FULL}\n[debug]\npcap_max_bytes = 100\n");
+    expect_err(
+        &bad,
+        "pcap_max_bytes",
+        "debug.pcap_max_bytes",
+        "out of range",
+    );
+    let bad = format!("{FULL}\n[debug]\npcap = \"\"\n");
+    expect_err(&bad, "pcap =", "debug.pcap", "empty path");
+    let bad = format!("{FULL}\n[debug]\npcap = \"/tmp/x\"\nkeylog = \"/tmp/x\"\n");
+    expect_err(&bad, "keylog =", "debug.keylog", "same file");
+    let bad = format!("{FULL}\n[debug]\nhepp = \"127.0.0.1:9060\"\n");
+    expect_err(&bad, "hepp", "debug.hepp", "unknown key");
+}
+
+/// The `[vip]` of the issue and deploy/trunkvip-host-a.toml.
+const VIP: &str = r#"
+[vip]
+address = "198.51.100.10/24"
+interface = "eth0"
+vrid = 51
+priority = 150
+advert_interval = "50ms"
+preempt = true
+preempt_delay = "0s"
+peers = ["198.51.100.12"]
+track_edges_penalty = 100
+"#;
+
+/// `FULL` and `VIP` with the line that starts with `prefix` replaced
+/// (searched in `[vip]` first).
+fn vip_with_line(prefix: &str, replacement: &str) -> String {
+    let mut found = false;
+    let vip: Vec<String> = VIP
+        .lines()
+        .map(|l| {
+            if !found && l.starts_with(prefix) {
+                found = true;
+                replacement.to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    assert!(found, "no [vip] line starts with {prefix}");
+    format!("{FULL}{}\n", vip.join("\n"))
+}
+
+#[test]
+fn vip_section_parses() {
+    assert_eq!(Config::parse(FULL).unwrap().vip, None);
+    let text = format!("{FULL}{VIP}");
+    let c = Config::parse(&text).unwrap();
+    let v = c.vip.clone().unwrap();
+    assert_eq!(v.address, "198.51.100.10/24".parse::<IpNet>().unwrap());
+    assert_eq!(v.interface, "eth0");
+    assert_eq!((v.vrid, v.priority), (51, 150));
+    assert_eq!(v.advert_interval, Duration::from_millis(50));
+    assert!(v.preempt);
+    assert_eq!(v.preempt_delay, Duration::ZERO);
+    assert_eq!(v.peers, vec!["198.51.100.12".parse::<IpAddr>().unwrap()]);
+    assert_eq!(v.track_edges_penalty, 100);
+    // Defaults of what was left out.
+    assert_eq!(v.announce_count, 5);
+    assert_eq!(v.announce_spacing, Duration::from_millis(100));
+    assert_eq!(v.checksum, trunkvip_vip::ChecksumMode::PseudoHeader);
+    // Rendered, it reads back the same.
+    let shown = c.render(None);
+    assert!(
+        shown.contains("\n[vip]\naddress = \"198.51.100.10/24\"\n"),
+        "{shown}"
+    );
+    assert_eq!(Config::parse(&shown).unwrap(), c, "{shown}");
+
+    // The optional keys, multicast, and the no-pseudo-header checksum.
+    let text = format!(
+        "{FULL}\n[vip]\naddress = \"198.51.100.10/24\"\ninterface = \"ens3\"\nvrid = 7\npriority = 254\n\
+         announce_count = 0\nannounce_spacing = \"20ms\"\nchecksum = \"no-pseudo-header\"\npreempt = false\n"
+    );
+    let c = Config::parse(&text).unwrap();
+    let v = c.vip.clone().unwrap();
+    assert!(v.peers.is_empty() && !v.preempt);
+    assert_eq!(v.advert_interval, Duration::from_secs(1));
+    assert_eq!(v.announce_count, 0);
+    assert_eq!(v.checksum, trunkvip_vip::ChecksumMode::NoPseudoHeader);
+    let shown = c.render(None);
+    assert!(shown.contains("# peers: omitted"), "{shown}");
+    assert_eq!(Config::parse(&shown).unwrap(), c, "{shown}");
+
+    // IPv6.
+    let text = "listen = [\"udp:[2001:db8::10]:5060\"]\nhost_address = \"2001:db8::11\"\n\
+                [[edge]]\nname = \"e1\"\nuri = \"sip:[2001:db8::21]:5060\"\npriority = 1\n\
+                [vip]\naddress = \"2001:db8::10/64\"\ninterface = \"eth0\"\nvrid = 51\npriority = 100\npeers = [\"2001:db8::12\"]\n";
+    let v = Config::parse(text).unwrap().vip.unwrap();
+    assert_eq!(v.address.addr(), "2001:db8::10".parse::<IpAddr>().unwrap());
+}
+
+#[test]
+fn vip_every_key_with_a_bad_value() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        // (line prefix in [vip], replacement, key, what the message says)
+        (
+            "address",
+            "address = \"198.51.100.10\"",
+            "vip.address",
+            "no prefix length",
+        ),
+        (
+            "address",
+            "address = \"198.51.100.300/24\"",
+            "vip.address",
+            "not an address with a prefix length",
+        ),
+        ("address", "address = 10", "vip.address", "invalid type"),
+        (
+            "address",
+            "address = \"198.51.100.0/24\"",
+            "vip.address",
+            "network's own address",
+        ),
+        (
+            "address",
+            "address = \"198.51.100.9/24\"",
+            "vip.address",
+            "not the address of listen[1]",
+        ),
+        (
+            "address",
+            "address = \"224.0.0.18/24\"",
+            "vip.address",
+            "cannot be a VIP",
+        ),
+        (
+            "interface",
+            "interface = \"\"",
+            "vip.interface",
+            "not an interface name",
+        ),
+        (
+            "interface",
+            "interface = \"a-very-long-interface\"",
+            "vip.interface",
+            "1 to 15",
+        ),
+        (
+            "interface",
+            "interface = \"eth0 \"",
+            "vip.interface",
+            "not an interface name",
+        ),
+        (
+            "interface",
+            "interface = 0",
+            "vip.interface",
+            "invalid type",
+        ),
+        ("vrid", "vrid = 0", "vip.vrid", "from 1 to 255"),
+        ("vrid", "vrid = 256", "vip.vrid", "from 1 to 255"),
+        ("vrid", "vrid = \"51\"", "vip.vrid", "invalid type"),
+        ("priority", "priority = 0", "vip.priority", "from 1 to 254"),
+        (
+            "priority",
+            "priority = 255",
+            "vip.priority",
+            "from 1 to 254",
+        ),
+        (
+            "advert_interval",
+            "advert_interval = \"5ms\"",
+            "vip.advert_interval",
+            "10ms to 40950ms",
+        ),
+        (
+            "advert_interval",
+            "advert_interval = \"41s\"",
+            "vip.advert_interval",
+            "10ms to 40950ms",
+        ),
+        (
+            "advert_interval",
+            "advert_interval = \"55ms\"",
+            "vip.advert_interval",
+            "multiple of 10ms",
+        ),
+        (
+            "advert_interval",
+            "advert_interval = \"fast\"",
+            "vip.advert_interval",
+            "invalid duration",
+        ),
+        (
+            "preempt =",
+            "preempt = \"yes\"",
+            "vip.preempt",
+            "invalid type",
+        ),
+        (
+            "preempt_delay",
+            "preempt_delay = \"2h\"",
+            "vip.preempt_delay",
+            "too long",
+        ),
+        (
+            "preempt_delay",
+            "preempt_delay = 3",
+            "vip.preempt_delay",
+            "invalid type",
+        ),
+        (
+            "peers",
+            "peers = [\"198.51.100\"]",
+            "vip.peers[1]",
+            "not an IP address",
+        ),
+        (
+            "peers",
+            "peers = [\"2001:db8::12\"]",
+            "vip.peers[1]",
+            "address family",
+        ),
+        (
+            "peers",
+            "peers = [\"198.51.100.10\"]",
+            "vip.peers[1]",
+            "is the VIP",
+        ),
+        (
+            "peers",
+            "peers = [\"198.51.100.11\"]",
+            "vip.peers[1]",
+            "this host's host_address",
+        ),
+        (
+            "peers",
+            "peers = [\"198.51.100.12\", \"198.51.100.12\"]",
+            "vip.peers[2]",
+            "named twice",
+        ),
+        (
+            "peers",
+            "peers = [\"224.0.0.18\"]",
+            "vip.peers[1]",
+            "cannot be a peer",
+        ),
+        ("peers", "peers = []", "vip.peers", "empty"),
+        (
+            "peers",
+            "peers = \"198.51.100.12\"",
+            "vip.peers",
+            "invalid type",
+        ),
+        (
+            "track_edges_penalty",
+            "track_edges_penalty = 255",
+            "vip.track_edges_penalty",
+            "from 0 to 254",
+        ),
+        (
+            "track_edges_penalty",
+            "track_edges_penalty = -1",
+            "vip.track_edges_penalty",
+            "out of range",
+        ),
+        (
+            "track_edges_penalty",
+            "announce_count = 101",
+            "vip.announce_count",
+            "from 0 to 100",
+        ),
+        (
+            "track_edges_penalty",
+            "announce_spacing = \"1ms\"",
+            "vip.announce_spacing",
+            "10ms to 10s",
+        ),
+        (
+            "track_edges_penalty",
+            "checksum = \"none\"",
+            "vip.checksum",
+            "\"pseudo-header\"",
+        ),
+        (
+            "track_edges_penalty",
+            "checksum = true",
+            "vip.checksum",
+            "invalid type",
+        ),
+        (
+            "track_edges_penalty",
+            "priorty = 100",
+            "vip.priorty",
+            "unknown key",
+        ),
+    ];
+    for (prefix, replacement, key, what) in cases {
+        let text = vip_with_line(prefix, replacement);
+        expect_err(&text, replacement, key, what);
+    }
+    // A missing key names the section.
+    let text = vip_with_line("vrid", "");
+    expect_err(&text, "[vip]", "vip", "missing key `vrid`");
+}
+
+#[test]
+fn vip_is_the_service_address_and_host_address_is_not() {
+    // Every listener must bind the VIP: a second one elsewhere is named.
+    let text = format!("{FULL}{VIP}").replace("tls:198.51.100.10:5061", "tls:198.51.100.20:5061");
+    let e = Config::parse(&text).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("vip.address"), "{e}");
+    assert_eq!(
+        e.line,
+        Some(line_of(&text, "address = \"198.51.100.10/24\"")),
+        "{e}"
+    );
+    assert!(
+        e.message.contains("listen[3] (tls:198.51.100.20:5061)"),
+        "{e}"
+    );
+    // host_address is this host's own: not left out, not the VIP, same family.
+    let text = format!("{FULL}{VIP}").replace("host_address = \"198.51.100.11\"\n", "");
+    expect_err(&text, "[vip]", "vip", "set host_address");
+    let text = format!("{FULL}{VIP}").replace(
+        "host_address = \"198.51.100.11\"",
+        "host_address = \"198.51.100.10\"",
+    );
+    expect_err(&text, "host_address", "host_address", "is the VIP");
+    let text = format!("{FULL}{VIP}").replace(
+        "host_address = \"198.51.100.11\"",
+        "host_address = \"2001:db8::11\"",
+    );
+    expect_err(&text, "host_address", "host_address", "address family");
+    // An IPv6 VIP always has the pseudo-header.
+    let text = "listen = [\"udp:[2001:db8::10]:5060\"]\nhost_address = \"2001:db8::11\"\n\
+                [[edge]]\nname = \"e1\"\nuri = \"sip:[2001:db8::21]:5060\"\npriority = 1\n\
+                [vip]\naddress = \"2001:db8::10/64\"\ninterface = \"eth0\"\nvrid = 51\npriority = 100\nchecksum = \"no-pseudo-header\"\n";
+    expect_err(
+        text,
+        "checksum",
+        "vip.checksum",
+        "always carry the pseudo-header",
+    );
+}
+
+#[test]
+fn deploy_configs_check() {
+    for host in ["a", "b"] {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/trunkvip-host-");
+        let text = std::fs::read_to_string(format!("{path}{host}.toml")).unwrap();
+        let c = Config::parse(&text).unwrap_or_else(|e| panic!("host {host}: {e}"));
+        let v = c.vip.expect("[vip]");
+        assert_eq!(v.address.addr(), c.listen[0].addr.ip());
+        assert_ne!(v.peers[0], c.host_address);
+    }
 }

@@ -224,8 +224,9 @@ async fn connect(
         Err(_) => return failed(&transports, id, dest, transport, "connect timed out".into()),
     };
     debug!(peer = %dest, %transport, "connected");
+    let local = capture_local(&tcp);
     if transport == Transport::Tcp {
-        return run(transports, tcp, id, dest, transport, host_side, rx).await;
+        return run(transports, tcp, id, dest, local, transport, host_side, rx).await;
     }
     let Some(tls) = transports.tls.clone() else {
         return failed(
@@ -242,7 +243,7 @@ async fn connect(
         .cloned()
         .unwrap_or_else(|| ServerName::IpAddress(dest.ip().into()));
     match timeout(HANDSHAKE_TIMEOUT, tls.connector().connect(name, tcp)).await {
-        Ok(Ok(s)) => run(transports, s, id, dest, transport, host_side, rx).await,
+        Ok(Ok(s)) => run(transports, s, id, dest, local, transport, host_side, rx).await,
         Ok(Err(e)) => failed(
             &transports,
             id,
@@ -290,9 +291,10 @@ pub async fn accept(listener: TcpListener, transports: Arc<Transports>, transpor
                 transport,
                 host_side: false,
             };
+            let local = capture_local(&tcp);
             if transport == Transport::Tcp {
                 let (id, rx) = transports.conns.register(key);
-                return run(transports, tcp, id, peer, transport, false, rx).await;
+                return run(transports, tcp, id, peer, local, transport, false, rx).await;
             }
             let Some(tls) = transports.tls.clone() else {
                 return;
@@ -300,7 +302,7 @@ pub async fn accept(listener: TcpListener, transports: Arc<Transports>, transpor
             match timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(tcp)).await {
                 Ok(Ok(s)) => {
                     let (id, rx) = transports.conns.register(key);
-                    run(transports, s, id, peer, transport, false, rx).await;
+                    run(transports, s, id, peer, local, transport, false, rx).await;
                 }
                 Ok(Err(e)) => info!(%peer, "TLS handshake failed: {e}"),
                 Err(_) => info!(%peer, "TLS handshake timed out"),
@@ -309,12 +311,23 @@ pub async fn accept(listener: TcpListener, transports: Arc<Transports>, transpor
     }
 }
 
-/// The life of one connection.
+/// Our end of a connection, for the debug capture; not asked for when the
+/// capture is off.
+fn capture_local(tcp: &TcpStream) -> Option<SocketAddr> {
+    crate::capture::get()?;
+    tcp.local_addr().ok()
+}
+
+/// The life of one connection. `local` is our end, given when the debug
+/// capture is on: each message read (as framed, after TLS) and written is
+/// recorded.
+#[allow(clippy::too_many_arguments)]
 async fn run<S>(
     transports: Arc<Transports>,
     mut stream: S,
     id: u64,
     peer: SocketAddr,
+    local: Option<SocketAddr>,
     transport: Transport,
     host_side: bool,
     mut rx: mpsc::Receiver<Bytes>,
@@ -346,6 +359,9 @@ async fn run<S>(
                     match decoder.decode() {
                         Ok(None) => break,
                         Ok(Some(Frame::Message(m))) => {
+                            if let Some(local) = local {
+                                crate::capture::record(transport, peer, local, || m.to_bytes());
+                            }
                             note_alias(&transports, id, &m, transport);
                             transports.dispatch_message(incoming, m, host_side).await;
                         }
@@ -363,10 +379,16 @@ async fn run<S>(
             m = rx.recv() => {
                 let Some(first) = m else { break 'conn "shut down".to_string() };
                 deadline = Instant::now() + IDLE_TIMEOUT;
+                if let Some(local) = local {
+                    crate::capture::record(transport, local, peer, || first.clone());
+                }
                 if let Err(e) = stream.write_all(&first).await {
                     break 'conn e.to_string();
                 }
                 while let Ok(more) = rx.try_recv() {
+                    if let Some(local) = local {
+                        crate::capture::record(transport, local, peer, || more.clone());
+                    }
                     if let Err(e) = stream.write_all(&more).await {
                         break 'conn e.to_string();
                     }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tracing::{debug, warn};
-use trunkvip_proxy::Incoming;
+use trunkvip_proxy::{Incoming, Transport};
 
 use super::Transports;
 
@@ -46,6 +46,11 @@ pub(crate) fn set_freebind(sock: &Socket, addr: SocketAddr) -> io::Result<()> {
 /// Sends one datagram; errors (an ICMP port unreachable reported on a
 /// later send, a full buffer) are the network's to lose.
 pub async fn send(sock: &UdpSocket, payload: &[u8], to: SocketAddr) {
+    if let Some(c) = crate::capture::get() {
+        if let Some(local) = crate::capture::udp_local(sock) {
+            c.message(Transport::Udp, local, to, Bytes::copy_from_slice(payload));
+        }
+    }
     let r = match sock.try_send_to(payload, to) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock.send_to(payload, to).await,
         r => r,
@@ -59,6 +64,7 @@ pub async fn send(sock: &UdpSocket, payload: &[u8], to: SocketAddr) {
 /// probe socket, whose answers belong to the probing worker.
 pub async fn receive(sock: Arc<UdpSocket>, transports: Arc<Transports>, host_side: bool) {
     let mut buf = vec![0u8; 65536];
+    let local = sock.local_addr();
     loop {
         let (n, source) = match sock.recv_from(&mut buf).await {
             Ok(r) => r,
@@ -80,6 +86,9 @@ pub async fn receive(sock: Arc<UdpSocket>, transports: Arc<Transports>, host_sid
             continue;
         }
         let data = Bytes::copy_from_slice(data);
+        if let Ok(local) = local {
+            crate::capture::record(Transport::Udp, source, local, || data.clone());
+        }
         transports
             .dispatch_datagram(Incoming::udp(source), data, host_side)
             .await;

@@ -220,6 +220,12 @@ pub struct RunnerStatus {
     pub transitions: u64,
     /// Failed sends and netlink requests since start.
     pub io_errors: u64,
+    /// With unicast peers: datagrams from an address that is not one of
+    /// them, dropped before the machine sees them (they are not counted in
+    /// [`Stats::received`]).
+    pub not_a_peer: u64,
+    /// The source of the last such datagram.
+    pub last_not_a_peer: Option<IpAddr>,
     /// False once the runner has stopped.
     pub running: bool,
 }
@@ -295,6 +301,8 @@ pub struct VipRunner {
     last_transition: Option<Transition>,
     transitions: u64,
     io_errors: u64,
+    not_a_peer: u64,
+    last_not_a_peer: Option<IpAddr>,
 }
 
 impl VipRunner {
@@ -349,6 +357,8 @@ impl VipRunner {
             last_transition: None,
             transitions: 0,
             io_errors: 0,
+            not_a_peer: 0,
+            last_not_a_peer: None,
             running: true,
         };
         let (status_tx, _) = watch::channel(status);
@@ -369,6 +379,8 @@ impl VipRunner {
             last_transition: None,
             transitions: 0,
             io_errors: 0,
+            not_a_peer: 0,
+            last_not_a_peer: None,
         })
     }
 
@@ -467,7 +479,16 @@ impl VipRunner {
                 }
                 r = self.socket.recv(&mut buf) => match r {
                     Ok((meta, msg)) => {
-                        self.instance.handle_datagram(Instant::now(), meta.src, meta.dst, meta.ttl, msg);
+                        if accepts_source(&self.config.peers, meta.src) {
+                            self.instance.handle_datagram(Instant::now(), meta.src, meta.dst, meta.ttl, msg);
+                        } else {
+                            self.not_a_peer += 1;
+                            // Once per new source, not once per datagram.
+                            if self.last_not_a_peer != Some(meta.src) {
+                                tracing::warn!(src = %meta.src, peers = ?self.config.peers, "VRRP datagram from an address that is not a configured peer: ignored");
+                            }
+                            self.last_not_a_peer = Some(meta.src);
+                        }
                     }
                     Err(e) => {
                         self.io_errors += 1;
@@ -629,6 +650,8 @@ impl VipRunner {
             last_transition: self.last_transition,
             transitions: self.transitions,
             io_errors: self.io_errors,
+            not_a_peer: self.not_a_peer,
+            last_not_a_peer: self.last_not_a_peer,
             running,
         };
         self.status_tx.send_if_modified(|s| {
@@ -640,6 +663,15 @@ impl VipRunner {
             }
         });
     }
+}
+
+/// With unicast peers configured, only they may speak for the virtual
+/// router: a datagram from any other source (a stray host, a third router
+/// on the VRID, a forged advert) is dropped before the machine sees it, so
+/// it can neither make an Active step down nor hold a Backup back. With no
+/// peers (multicast) every source on the link is heard, as RFC 5798 says.
+pub(crate) fn accepts_source(peers: &[IpAddr], src: IpAddr) -> bool {
+    peers.is_empty() || peers.contains(&src)
 }
 
 async fn next_link_event(watch: &mut Option<LinkWatch>) -> Option<super::netlink::LinkEvent> {
@@ -700,6 +732,68 @@ mod tests {
             c.advert_interval = bad;
             assert!(c.advert_interval_cs().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn unicast_peers_filter_sources() {
+        let a: IpAddr = "198.51.100.11".parse().unwrap();
+        let b: IpAddr = "198.51.100.12".parse().unwrap();
+        let stray: IpAddr = "198.51.100.2".parse().unwrap();
+        // Multicast: everyone on the link.
+        assert!(accepts_source(&[], stray));
+        // Unicast: the peers only.
+        assert!(accepts_source(&[b], b));
+        assert!(accepts_source(&[a, b], a));
+        assert!(!accepts_source(&[b], stray));
+        assert!(!accepts_source(&[b], a), "not even ourselves");
+        let v6: IpAddr = "2001:db8::12".parse().unwrap();
+        assert!(!accepts_source(&[b], v6));
+        assert!(accepts_source(&[v6], v6));
+    }
+
+    /// What the filter means for the machine: a forged priority-254 advert
+    /// from a non-peer would make an Active step down; dropped by the
+    /// filter, it leaves the Active where it is.
+    #[test]
+    fn forged_advert_from_a_non_peer_cannot_take_over() {
+        use crate::packet::Advert;
+        let me: IpAddr = "198.51.100.11".parse().unwrap();
+        let peer: IpAddr = "198.51.100.12".parse().unwrap();
+        let stray: IpAddr = "198.51.100.2".parse().unwrap();
+        let vip: IpAddr = "198.51.100.10".parse().unwrap();
+        let mut c = RunnerConfig::new("eth0", "198.51.100.10/24".parse().unwrap(), 51);
+        c.priority = 150;
+        c.advert_interval = Duration::from_millis(100);
+        c.peers = vec![peer];
+        let mut m = Instance::new(c.machine_config(me).unwrap()).unwrap();
+        let t0 = Instant::now();
+        m.startup(t0);
+        let t1 = t0 + Duration::from_secs(1);
+        m.handle_timeout(t1);
+        assert_eq!(m.status().state, State::Active);
+        let forged = Advert {
+            vrid: 51,
+            priority: 254,
+            max_advert_interval: 10,
+            addresses: vec![vip],
+        };
+        let sender = Instance::new({
+            let mut f = c.machine_config(stray).unwrap();
+            f.priority = 254;
+            f
+        })
+        .unwrap();
+        let bytes = sender.encode_advert(&forged, me).unwrap();
+        // Through the runner's filter: dropped, still Active.
+        let before = m.stats().received;
+        if accepts_source(&c.peers, stray) {
+            m.handle_datagram(t1, stray, me, 255, &bytes);
+        }
+        assert_eq!(m.stats().received, before);
+        assert_eq!(m.status().state, State::Active);
+        // Without it the same datagram would have won.
+        m.handle_datagram(t1, stray, me, 255, &bytes);
+        assert_eq!(m.status().state, State::Backup);
     }
 
     #[test]
