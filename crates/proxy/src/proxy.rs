@@ -163,6 +163,8 @@ enum Cancel {
 #[derive(Debug)]
 struct ClientTxn {
     gen: u32,
+    /// The transaction part of its branch.
+    tx: u64,
     /// The server transaction this branch serves; `None` once abandoned
     /// (failover) or for requests we make ourselves.
     server: Option<(usize, u32)>,
@@ -211,6 +213,12 @@ pub(crate) struct Proxy {
     to_tag: String,
     retry_after: String,
     limiter: crate::ratelimit::Limiter,
+    /// Marks our branches: the instance, or the pair's shared id.
+    branch_id: u32,
+    /// Keys the transaction part of our branches (shared by a pair).
+    branch_key: siphasher::sip::SipHasher13,
+    /// Client transactions by the transaction part of their branch.
+    by_branch: HashMap<u64, usize>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -342,6 +350,23 @@ impl Proxy {
             our_via_hosts,
             to_tag: format!("tv{:x}", cfg.instance),
             limiter: crate::ratelimit::Limiter::new(cfg.rate_limit),
+            branch_id: match &cfg.pair_secret {
+                Some(s) => {
+                    let k = crate::pair::derive_key(s, "branch id");
+                    u32::from_le_bytes([k[0], k[1], k[2], k[3]])
+                }
+                None => cfg.instance,
+            },
+            branch_key: {
+                let k = match &cfg.pair_secret {
+                    Some(s) => crate::pair::derive_key(s, "branch key"),
+                    None => crate::pair::derive_key(&cfg.instance.to_le_bytes(), "branch key"),
+                };
+                let mut key = [0u8; 16];
+                key.copy_from_slice(&k[..16]);
+                siphasher::sip::SipHasher13::new_with_key(&key)
+            },
+            by_branch: HashMap::new(),
             retry_after: cfg.retry_after.to_string(),
             cfg,
         }
@@ -796,7 +821,7 @@ impl Proxy {
                     self.is_our_via(&v)
                         && v.branch()
                             .and_then(crate::branch::parse)
-                            .is_some_and(|b| b.instance == self.cfg.instance && b.loop_hash == lh)
+                            .is_some_and(|b| b.id == self.branch_id && b.loop_hash == lh)
                 })
         })
     }
@@ -972,7 +997,14 @@ impl Proxy {
         };
         let gen = self.next_gen();
         let slot = self.clients.vacant_key();
-        let branch = crate::branch::make(self.cfg.instance, slot as u32, gen, lh);
+        let tx = {
+            use std::hash::Hasher;
+            let mut h = self.branch_key;
+            h.write(&self.servers[id].key);
+            h.write(&hop_tag(hop));
+            h.finish()
+        };
+        let branch = crate::branch::make(self.branch_id, tx, lh);
         let ours = self.service_addr(transport);
         let via = format!(
             "SIP/2.0/{} {ours};branch={branch};rport",
@@ -1067,6 +1099,7 @@ impl Proxy {
         let sgen = self.servers[id].gen;
         let key = self.clients.insert(ClientTxn {
             gen,
+            tx,
             server: Some((id, sgen)),
             hop,
             dest,
@@ -1082,6 +1115,9 @@ impl Proxy {
             armed: Armed::default(),
         });
         debug_assert_eq!(key, slot);
+        // A lingering client of an earlier, identical transaction loses
+        // its entry: the new one takes the answers.
+        self.by_branch.insert(tx, slot);
         self.servers[id].client = Some((slot, gen));
         self.send(dest, transport, None, payload);
         let t = self.cfg.timers;
@@ -1196,6 +1232,14 @@ impl Proxy {
         Message::parse(r).ok()?.call_id().ok().map(<[u8]>::to_vec)
     }
 
+    fn remove_client(&mut self, slot: usize) -> ClientTxn {
+        let c = self.clients.remove(slot);
+        if self.by_branch.get(&c.tx) == Some(&slot) {
+            self.by_branch.remove(&c.tx);
+        }
+        c
+    }
+
     fn remove_server(&mut self, id: usize) {
         if self.servers.contains(id) {
             let st = self.servers.remove(id);
@@ -1251,7 +1295,7 @@ impl Proxy {
         }
         // A stateless branch: the same ACK always gets the same one.
         let h = fnv1a(f.via.branch().unwrap_or(f.via.raw));
-        let branch = crate::branch::make_stateless(self.cfg.instance, h);
+        let branch = crate::branch::make_stateless(self.branch_id, h);
         let ours = self.service_addr(transport);
         let mut ed = Editor::new(msg);
         ed.push_via(
@@ -1336,7 +1380,7 @@ impl Proxy {
             .via
             .branch()
             .and_then(crate::branch::parse)
-            .filter(|b| b.instance == self.cfg.instance);
+            .filter(|b| b.id == self.branch_id);
         let Some(b) = parsed else {
             // Not our transaction: maybe one of the peer host's, in flight
             // when it died. Forward it statelessly by its Via.
@@ -1346,16 +1390,17 @@ impl Proxy {
             self.metrics.drop(DropReason::Unmatched);
             return;
         };
-        let slot = b.slot as usize;
-        if self.clients.get(slot).is_none_or(|c| c.gen != b.gen) {
-            // After the transaction ended: a stray 2xx still goes upstream
-            // (RFC 6026), anything else is absorbed.
-            if (200..300).contains(&code) && f.cseq.method == Method::Invite {
+        let Some(&slot) = self.by_branch.get(&b.tx) else {
+            // Ours but no transaction here: the peer host's, in flight when
+            // it died, or one of ours that ended (a stray 2xx, RFC 6026).
+            // Either way it goes on by its Via; the carrier's transaction
+            // absorbs what it has seen.
+            if self.is_our_via(&f.via) {
                 return self.forward_stateless_response(msg);
             }
             self.metrics.retransmissions_absorbed += 1;
             return;
-        }
+        };
         if f.cseq.method == Method::Cancel {
             // The answer to our CANCEL: stop retransmitting it.
             let c = &mut self.clients[slot];
@@ -1601,18 +1646,29 @@ impl Proxy {
             );
             b.finish()
         };
-        let ack_branch = crate::branch::make_stateless(self.cfg.instance, fnv1a(&c.request));
+        let ack_branch = crate::branch::make_stateless(self.branch_id, fnv1a(&c.request));
         let ack = mk(&ack_branch, b"ACK", seq);
         c.ack = Some(ack.clone());
         self.send(dest, transport, None, ack);
         // The BYE is a client transaction of our own.
         let gen = self.next_gen();
         let bslot = self.clients.vacant_key();
-        let branch = crate::branch::make(self.cfg.instance, bslot as u32, gen, lh);
+        let tx = {
+            use std::hash::Hasher;
+            let mut h = self.branch_key;
+            h.write(b"ghost BYE");
+            h.write(&self.cfg.instance.to_le_bytes());
+            h.write(&(bslot as u64).to_le_bytes());
+            h.write(&gen.to_le_bytes());
+            h.finish()
+        };
+        let branch = crate::branch::make(self.branch_id, tx, lh);
         let bye = mk(&branch, b"BYE", seq.wrapping_add(1));
         let hop = self.clients[slot].hop;
+        self.by_branch.insert(tx, bslot);
         self.clients.insert(ClientTxn {
             gen,
+            tx,
             server: None,
             hop,
             dest,
@@ -1770,7 +1826,7 @@ impl Proxy {
             TimerKind::Timeout => {
                 // Timer B or F: no final answer. 408 upstream (RFC 3261
                 // 16.8), or the next Edge first for a new dialog.
-                let c = self.clients.remove(slot);
+                let c = self.remove_client(slot);
                 let Some((sid, sgen)) = c.server else { return };
                 let Some(st) = self.servers.get(sid).filter(|s| s.gen == sgen) else {
                     return;
@@ -1802,7 +1858,7 @@ impl Proxy {
                 }
             }
             TimerKind::ClientLinger => {
-                self.clients.remove(slot);
+                self.remove_client(slot);
             }
             _ => {}
         }
@@ -1862,6 +1918,30 @@ impl Proxy {
     pub(crate) fn timers_len(&self) -> usize {
         self.timers.len()
     }
+}
+
+/// The next hop's part of a branch key.
+fn hop_tag(hop: Hop) -> [u8; 20] {
+    let mut t = [0u8; 20];
+    match hop {
+        Hop::Edge(e) => {
+            t[0] = 1;
+            t[1..3].copy_from_slice(&e.to_le_bytes());
+        }
+        Hop::Carrier(n) => {
+            t[0] = 2;
+            t[1..3].copy_from_slice(&n.to_le_bytes());
+        }
+        Hop::Addr(a, tr) => {
+            t[0] = 3 + tr as u8;
+            match a.ip() {
+                IpAddr::V4(v) => t[1..5].copy_from_slice(&v.octets()),
+                IpAddr::V6(v) => t[1..17].copy_from_slice(&v.octets()),
+            }
+            t[17..19].copy_from_slice(&a.port().to_le_bytes());
+        }
+    }
+    t
 }
 
 /// Where a response goes by a Via: received, rport, sent-by (RFC 3261

@@ -136,3 +136,57 @@ fn health_views_are_exchanged() {
     }
     assert_eq!(b.core.status()[0].peer_healthy, Some(false));
 }
+
+#[test]
+fn a_retransmitted_bye_through_the_peer_reuses_the_branch_the_edge_knows() {
+    let mut a = host(0xa, b"pair secret");
+    let mut b = host(0xb, b"pair secret");
+    let (mut sa, mut sb) = sessions();
+    a.carrier_sends(invite("bye-rt", "z9hG4bK-brt"));
+    let inv = a.take().pop().unwrap().1;
+    a.edge_sends(0, reply(&inv, 200, "e"));
+    a.take();
+    sync(&mut a, &mut b, &mut sa, &mut sb);
+    // The carrier's BYE goes through A, which forwards it and then dies
+    // before the Edge's 200 comes back.
+    let route = "Route: <sip:198.51.100.10:5060;transport=udp;lr;tve=EDGE-1>\r\n";
+    let bye = request(
+        "BYE",
+        "sip:edge@198.51.100.21:5060",
+        "bye-rt",
+        "z9hG4bK-brt-bye",
+        2,
+        Some("e"),
+        route,
+    );
+    a.carrier_sends(&bye);
+    let via_a = branch_of(&a.one_to(edge_addr(0)));
+    // The carrier retransmits it; B holds the VIP now.
+    b.carrier_sends(&bye);
+    let fwd = b.one_to(edge_addr(0));
+    assert_eq!(
+        branch_of(&fwd),
+        via_a,
+        "the Edge sees a retransmission, not a new transaction"
+    );
+    // The Edge's 200 (to A's transaction, which is B's too) reaches the carrier.
+    b.edge_sends(0, reply(&fwd, 200, "e"));
+    let ok = b.one_to(addr(CARRIER));
+    assert_eq!(
+        (ok.status(), ok.cseq().unwrap().method),
+        (Some(200), Method::Bye)
+    );
+}
+
+#[test]
+fn answers_to_the_dead_hosts_transactions_are_forwarded_by_their_via() {
+    let mut a = host(0xa, b"pair secret");
+    let mut b = host(0xb, b"pair secret");
+    a.carrier_sends(invite("inflight", "z9hG4bK-if"));
+    let inv = a.take().pop().unwrap().1;
+    // A dies; the Edge's 180 and 200 arrive at B, which has no such transaction.
+    b.edge_sends(0, reply(&inv, 180, "e"));
+    assert_eq!(b.one_to(addr(CARRIER)).status(), Some(180));
+    b.edge_sends(0, reply(&inv, 200, "e"));
+    assert_eq!(b.one_to(addr(CARRIER)).status(), Some(200));
+}
