@@ -620,7 +620,6 @@ impl Config {
     }
 
     fn from_file(file: File, loc: &Locator<'_>) -> Result<Config, ConfigError> {
-
         // listen
         if file.listen.get_ref().is_empty() {
             return Err(loc.at(&file.listen, "at least one listen address is needed"));
@@ -951,7 +950,11 @@ impl Config {
         }
         if let Some(p) = &self.pair {
             let _ = writeln!(o, "\n[pair]\npeer = {}", q(&p.peer.to_string()));
-            let _ = writeln!(o, "secret_file = {}", q(&p.secret_file.display().to_string()));
+            let _ = writeln!(
+                o,
+                "secret_file = {}",
+                q(&p.secret_file.display().to_string())
+            );
         }
         o
     }
@@ -1261,7 +1264,10 @@ fn check_pair(
     loc: &Locator<'_>,
 ) -> Result<crate::pair::PairConfig, ConfigError> {
     let peer: SocketAddr = p.peer.get_ref().parse().map_err(|_| {
-        loc.at(&p.peer, "not an address and port, such as \"198.51.100.12:5099\"")
+        loc.at(
+            &p.peer,
+            "not an address and port, such as \"198.51.100.12:5099\"",
+        )
     })?;
     if peer.ip() == host_address {
         return Err(loc.at(&p.peer, "is this host's own address: name the other host"));
@@ -1273,8 +1279,12 @@ fn check_pair(
         return Err(loc.at(&p.peer, "needs a port"));
     }
     let path = p.secret_file.get_ref();
-    let secret = std::fs::read(path)
-        .map_err(|e| loc.at(&p.secret_file, format!("cannot read {}: {e}", path.display())))?;
+    let secret = std::fs::read(path).map_err(|e| {
+        loc.at(
+            &p.secret_file,
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
     let secret = secret.trim_ascii().to_vec();
     if secret.len() < 16 {
         return Err(loc.at(

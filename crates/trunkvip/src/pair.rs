@@ -68,14 +68,22 @@ impl PairCounters {
     pub fn prometheus(&self, out: &mut String) {
         use std::fmt::Write;
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let _ = writeln!(out, "# TYPE trunkvip_pair_connected gauge\ntrunkvip_pair_connected {}", g(&self.connected));
+        let _ = writeln!(
+            out,
+            "# TYPE trunkvip_pair_connected gauge\ntrunkvip_pair_connected {}",
+            g(&self.connected)
+        );
         for (name, v) in [
             ("connections_total", &self.connections),
             ("records_sent_total", &self.sent),
             ("records_received_total", &self.received),
             ("queue_full_total", &self.queue_full),
         ] {
-            let _ = writeln!(out, "# TYPE trunkvip_pair_{name} counter\ntrunkvip_pair_{name} {}", g(v));
+            let _ = writeln!(
+                out,
+                "# TYPE trunkvip_pair_{name} counter\ntrunkvip_pair_{name} {}",
+                g(v)
+            );
         }
         let _ = writeln!(out, "# TYPE trunkvip_pair_rejected_total counter");
         for (reason, v) in [
@@ -83,7 +91,11 @@ impl PairCounters {
             ("replay", &self.rejected_replay),
             ("malformed", &self.rejected_malformed),
         ] {
-            let _ = writeln!(out, "trunkvip_pair_rejected_total{{reason=\"{reason}\"}} {}", g(v));
+            let _ = writeln!(
+                out,
+                "trunkvip_pair_rejected_total{{reason=\"{reason}\"}} {}",
+                g(v)
+            );
         }
     }
 }
@@ -111,12 +123,20 @@ impl PairLink {
 pub fn spawn(cfg: PairConfig, workers: Vec<WorkerHandle>) -> PairLink {
     let (tx, rx) = mpsc::channel(QUEUE);
     let counters = Arc::new(PairCounters::default());
-    let link = PairLink { tx, counters: counters.clone() };
+    let link = PairLink {
+        tx,
+        counters: counters.clone(),
+    };
     tokio::spawn(run(cfg, workers, rx, counters));
     link
 }
 
-async fn run(cfg: PairConfig, workers: Vec<WorkerHandle>, mut rx: mpsc::Receiver<SyncRecord>, counters: Arc<PairCounters>) {
+async fn run(
+    cfg: PairConfig,
+    workers: Vec<WorkerHandle>,
+    mut rx: mpsc::Receiver<SyncRecord>,
+    counters: Arc<PairCounters>,
+) {
     let listener = match bind(cfg.listen).await {
         Ok(l) => Some(l),
         Err(e) => {
@@ -127,7 +147,8 @@ async fn run(cfg: PairConfig, workers: Vec<WorkerHandle>, mut rx: mpsc::Receiver
     let dial = cfg.listen.ip() < cfg.peer.ip();
     loop {
         let stream = if dial {
-            match tokio::time::timeout(Duration::from_secs(2), connect(cfg.listen, cfg.peer)).await {
+            match tokio::time::timeout(Duration::from_secs(2), connect(cfg.listen, cfg.peer)).await
+            {
                 Ok(Ok(s)) => Some(s),
                 _ => None,
             }

@@ -278,13 +278,19 @@ fn pair_section() {
     let short = dir.join("short.key");
     std::fs::write(&short, "tooshort").unwrap();
     let section = |peer: &str, file: &std::path::Path| {
-        format!("{FULL}\n[pair]\npeer = \"{peer}\"\nsecret_file = \"{}\"\n", file.display())
+        format!(
+            "{FULL}\n[pair]\npeer = \"{peer}\"\nsecret_file = \"{}\"\n",
+            file.display()
+        )
     };
     let c = Config::parse(&section("198.51.100.12:5099", &good)).unwrap();
     let p = c.pair.as_ref().unwrap();
     assert_eq!(p.listen, "198.51.100.11:5099".parse().unwrap());
     assert_eq!(p.secret, b"0123456789abcdef0123456789abcdef");
-    assert!(!format!("{p:?}").contains("0123456789"), "the secret is never printed");
+    assert!(
+        !format!("{p:?}").contains("0123456789"),
+        "the secret is never printed"
+    );
     let back = Config::parse(&c.render(None)).unwrap();
     assert_eq!(back.pair, c.pair);
     let t = section("198.51.100.12", &good);
