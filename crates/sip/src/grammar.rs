@@ -3,7 +3,6 @@
 //! Inside a header value the first pass already joined folded lines, so a
 //! CR or LF seen here is always part of linear white space.
 
-use nom::bytes::complete::{take_while, take_while1};
 use nom::error::{Error as NomError, ErrorKind as NomKind};
 use nom::IResult;
 
@@ -13,75 +12,185 @@ pub(crate) fn fail<'a, O>(i: &'a [u8]) -> PResult<'a, O> {
     Err(nom::Err::Error(NomError::new(i, NomKind::Verify)))
 }
 
-/// RFC 3261 `token` characters.
-#[inline]
-pub(crate) fn is_token(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
+// Character classes, one bit each in a table indexed by the byte: the
+// hot loops of the parser test one class per byte.
+const TOKEN: u16 = 1;
+const WS: u16 = 1 << 1;
+const UNRESERVED: u16 = 1 << 2;
+const USER: u16 = 1 << 3;
+const PASSWORD: u16 = 1 << 4;
+const URI_PARAM: u16 = 1 << 5;
+const URI_HEADER: u16 = 1 << 6;
+const GEN_VALUE: u16 = 1 << 7;
+const HOST: u16 = 1 << 8;
+/// Bytes a Via sent-by may hold: host characters, `:` and IPv6 brackets.
+const HOSTPORT: u16 = 1 << 9;
+/// Bytes `CommaSplit` must look at: quotes, escapes, brackets, commas.
+const SPLIT: u16 = 1 << 10;
+const DIGIT_OR_DOT: u16 = 1 << 11;
+
+const fn classes(c: u8) -> u16 {
+    let alnum = c.is_ascii_alphanumeric();
+    let token = alnum
         || matches!(
             c,
             b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+        );
+    let ws = matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+    // `unreserved` of RFC 3261 (alphanum / mark).
+    let unreserved = alnum
+        || matches!(
+            c,
+            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+        );
+    // A URI user part: unreserved, escaped and user-unreserved.
+    let user = unreserved
+        || matches!(
+            c,
+            b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/'
+        );
+    let password = unreserved || matches!(c, b'%' | b'&' | b'=' | b'+' | b'$' | b',');
+    // `paramchar` of a URI parameter name or value.
+    let uri_param =
+        unreserved || matches!(c, b'%' | b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$');
+    // `hnv-unreserved` / unreserved / escaped: URI header names and values.
+    let uri_header =
+        unreserved || matches!(c, b'%' | b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$');
+    // Header parameter values: token, host (with IPv6 brackets).
+    let gen_value = token || matches!(c, b':' | b'[' | b']');
+    let host = alnum || matches!(c, b'-' | b'.' | b'_');
+    bit(token, TOKEN)
+        | bit(ws, WS)
+        | bit(unreserved, UNRESERVED)
+        | bit(user, USER)
+        | bit(password, PASSWORD)
+        | bit(uri_param, URI_PARAM)
+        | bit(uri_header, URI_HEADER)
+        | bit(gen_value, GEN_VALUE)
+        | bit(host, HOST)
+        | bit(host || matches!(c, b':' | b'[' | b']'), HOSTPORT)
+        | bit(matches!(c, b'"' | b'\\' | b'<' | b'>' | b','), SPLIT)
+        | bit(c.is_ascii_digit() || c == b'.', DIGIT_OR_DOT)
+}
+
+const fn bit(b: bool, class: u16) -> u16 {
+    if b {
+        class
+    } else {
+        0
+    }
+}
+
+static CLASS: [u16; 256] = {
+    let mut t = [0u16; 256];
+    let mut n = 0;
+    while n < 256 {
+        t[n] = classes(n as u8);
+        n += 1;
+    }
+    t
+};
+
+#[inline(always)]
+fn has(c: u8, class: u16) -> bool {
+    CLASS[c as usize] & class != 0
+}
+
+/// The length of the prefix of `s` whose bytes are all in `class`.
+#[inline]
+fn run_of(s: &[u8], class: u16) -> usize {
+    s.iter().position(|&c| !has(c, class)).unwrap_or(s.len())
+}
+
+/// RFC 3261 `token` characters.
+#[inline]
+pub(crate) fn is_token(c: u8) -> bool {
+    has(c, TOKEN)
 }
 
 #[inline]
 pub(crate) fn is_ws(c: u8) -> bool {
-    matches!(c, b' ' | b'\t' | b'\r' | b'\n')
+    has(c, WS)
 }
 
 /// `unreserved` of RFC 3261 (alphanum / mark).
-#[inline]
+#[cfg(test)]
 pub(crate) fn is_unreserved(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
-        )
+    has(c, UNRESERVED)
 }
 
 /// Characters of a URI user part: unreserved, escaped and user-unreserved.
 #[inline]
 pub(crate) fn is_user_char(c: u8) -> bool {
-    is_unreserved(c)
-        || matches!(
-            c,
-            b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/'
-        )
+    has(c, USER)
 }
 
 #[inline]
 pub(crate) fn is_password_char(c: u8) -> bool {
-    is_unreserved(c) || matches!(c, b'%' | b'&' | b'=' | b'+' | b'$' | b',')
-}
-
-/// `paramchar` of a URI parameter name or value.
-#[inline]
-pub(crate) fn is_uri_param_char(c: u8) -> bool {
-    is_unreserved(c) || matches!(c, b'%' | b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$')
+    has(c, PASSWORD)
 }
 
 /// `hnv-unreserved` / unreserved / escaped: URI header names and values.
 #[inline]
 pub(crate) fn is_uri_header_char(c: u8) -> bool {
-    is_unreserved(c) || matches!(c, b'%' | b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$')
+    has(c, URI_HEADER)
 }
 
-/// Header parameter values: token, host (with IPv6 brackets) or quoted string.
-#[inline]
-pub(crate) fn is_gen_value_char(c: u8) -> bool {
-    is_token(c) || matches!(c, b':' | b'[' | b']')
-}
-
-#[inline]
+#[cfg(test)]
 pub(crate) fn is_host_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_')
+    has(c, HOST)
+}
+
+/// Whether every byte of `s` is a host character, and whether every one
+/// is a digit or a dot (one pass for both).
+#[inline]
+pub(crate) fn host_chars(s: &[u8]) -> (bool, bool) {
+    let all = s
+        .iter()
+        .fold(HOST | DIGIT_OR_DOT, |all, &c| all & CLASS[c as usize]);
+    (all & HOST != 0, all & DIGIT_OR_DOT != 0)
+}
+
+/// Length of the leading Via sent-by characters of `s`.
+#[inline]
+pub(crate) fn hostport_len(s: &[u8]) -> usize {
+    run_of(s, HOSTPORT)
+}
+
+/// Length of the leading white space of `s`.
+#[inline]
+pub(crate) fn ws_len(s: &[u8]) -> usize {
+    run_of(s, WS)
+}
+
+/// Length of the leading token characters of `s`.
+#[inline]
+pub(crate) fn token_len(s: &[u8]) -> usize {
+    run_of(s, TOKEN)
+}
+
+/// Length of the leading header-parameter value characters of `s`.
+#[inline]
+pub(crate) fn gen_value_len(s: &[u8]) -> usize {
+    run_of(s, GEN_VALUE)
+}
+
+/// Length of the leading URI parameter characters of `s`.
+#[inline]
+pub(crate) fn uri_param_len(s: &[u8]) -> usize {
+    run_of(s, URI_PARAM)
 }
 
 pub(crate) fn lws(i: &[u8]) -> PResult<'_, &[u8]> {
-    take_while(is_ws)(i)
+    let n = ws_len(i);
+    Ok((&i[n..], &i[..n]))
 }
 
 pub(crate) fn token(i: &[u8]) -> PResult<'_, &[u8]> {
-    take_while1(is_token)(i)
+    match token_len(i) {
+        0 => fail(i),
+        n => Ok((&i[n..], &i[..n])),
+    }
 }
 
 pub(crate) fn trim(mut s: &[u8]) -> &[u8] {
@@ -171,6 +280,10 @@ impl<'a> Iterator for CommaSplit<'a> {
         let mut n = 0;
         while n < s.len() {
             let c = s[n];
+            if !has(c, SPLIT) {
+                n += 1;
+                continue;
+            }
             if in_quote {
                 if c == b'\\' {
                     n += 1;
@@ -208,6 +321,24 @@ mod tests {
         );
         assert!(quoted_string(b"\"open").is_err());
         assert!(quoted_string(b"\"bad\\\r\n\"").is_err());
+    }
+
+    #[test]
+    fn class_table() {
+        for c in 0..=255u8 {
+            let alnum = c.is_ascii_alphanumeric();
+            assert_eq!(is_token(c), alnum || b"-.!%*_+`'~".contains(&c));
+            assert_eq!(is_ws(c), b" \t\r\n".contains(&c));
+            assert_eq!(is_unreserved(c), alnum || b"-_.!~*'()".contains(&c));
+            assert_eq!(is_host_char(c), alnum || b"-._".contains(&c));
+            assert_eq!(gen_value_len(&[c]) == 1, is_token(c) || b":[]".contains(&c));
+            assert_eq!(
+                is_user_char(c),
+                is_unreserved(c) || b"%&=+$,;?/".contains(&c)
+            );
+        }
+        assert_eq!(token_len(b"INVITE sip:x"), 6);
+        assert_eq!(ws_len(b" \r\n\tx"), 4);
     }
 
     #[test]

@@ -272,6 +272,12 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, Error> {
     })
 }
 
+/// A name-addr whose URI parses too: what `validate` requires. The
+/// accessors check only the structure and leave the URI to `parsed_uri`.
+fn full_name_addr(v: &[u8]) -> bool {
+    NameAddr::parse(v).is_some_and(|n| n.parsed_uri().is_ok())
+}
+
 impl Message {
     /// Parses one datagram with the default limits.
     pub fn parse(buf: Bytes) -> Result<Message, Error> {
@@ -602,14 +608,12 @@ impl Message {
                 }
                 HeaderName::CallId => !v.is_empty() && !v.iter().any(|&c| is_ws(c)),
                 HeaderName::CSeq => CSeq::parse(v).is_some(),
-                HeaderName::From | HeaderName::To => NameAddr::parse(v).is_some(),
+                HeaderName::From | HeaderName::To => full_name_addr(v),
                 HeaderName::MaxForwards => parse_decimal(v, 255).is_some(),
                 HeaderName::Route | HeaderName::RecordRoute | HeaderName::Path => {
-                    CommaSplit::new(v).all(|x| NameAddr::parse(x).is_some())
+                    CommaSplit::new(v).all(full_name_addr)
                 }
-                HeaderName::Contact => {
-                    v == b"*" || CommaSplit::new(v).all(|x| NameAddr::parse(x).is_some())
-                }
+                HeaderName::Contact => v == b"*" || CommaSplit::new(v).all(full_name_addr),
                 HeaderName::ProxyRequire | HeaderName::Require => {
                     CommaSplit::new(v).all(|x| !x.is_empty() && x.iter().all(|&c| is_token(c)))
                 }

@@ -1,9 +1,8 @@
 //! `;name=value` parameter lists of header values and of URIs.
 
 use crate::grammar::{
-    fail, is_gen_value_char, is_token, is_uri_param_char, lws, quoted_string, PResult,
+    fail, gen_value_len, quoted_string, token_len, uri_param_len, ws_len, PResult,
 };
-use nom::bytes::complete::take_while1;
 
 /// Which grammar a parameter list follows: header parameters allow LWS
 /// around `;` and `=` and quoted values, URI parameters allow neither.
@@ -91,62 +90,51 @@ impl<'a> Params<'a> {
 /// Parses one `;name[=value]`, or returns `None` (consuming nothing) when
 /// no `;` comes next.
 fn one_param(i: &[u8], kind: ParamKind) -> PResult<'_, Option<Param<'_>>> {
-    let (r, _) = match kind {
-        ParamKind::Header => lws(i)?,
-        ParamKind::Uri => (i, &i[..0]),
-    };
-    let Some(b';') = r.first() else {
+    let header = kind == ParamKind::Header;
+    // Header parameters allow LWS around `;` and `=`; URI ones do not.
+    let skip = |at: usize| if header { at + ws_len(&i[at..]) } else { at };
+    let start = skip(0);
+    if i.get(start) != Some(&b';') {
         return Ok((i, None));
+    }
+    let name_at = skip(start + 1);
+    let name_len = if header {
+        token_len(&i[name_at..])
+    } else {
+        uri_param_len(&i[name_at..])
     };
-    let start = r;
-    let r = &r[1..];
-    let name_pred = match kind {
-        ParamKind::Header => is_token,
-        ParamKind::Uri => is_uri_param_char,
-    };
-    let (r, name) = match kind {
-        ParamKind::Header => {
-            let (r, _) = lws(r)?;
-            take_while1(name_pred)(r)?
-        }
-        ParamKind::Uri => take_while1(name_pred)(r)?,
-    };
-    let after_name = r;
-    let (r2, _) = match kind {
-        ParamKind::Header => lws(r)?,
-        ParamKind::Uri => (r, &r[..0]),
-    };
-    let (rest, value) = if r2.first() == Some(&b'=') {
-        let r = &r2[1..];
-        let (r, _) = match kind {
-            ParamKind::Header => lws(r)?,
-            ParamKind::Uri => (r, &r[..0]),
-        };
-        if r.first() == Some(&b'"') && kind == ParamKind::Header {
-            let (r, v) = quoted_string(r)?;
-            (r, Some(v))
+    if name_len == 0 {
+        return fail(&i[name_at..]);
+    }
+    let after_name = name_at + name_len;
+    let eq = skip(after_name);
+    let (end, value) = if i.get(eq) == Some(&b'=') {
+        let v = skip(eq + 1);
+        if header && i.get(v) == Some(&b'"') {
+            let (rest, q) = quoted_string(&i[v..])?;
+            (i.len() - rest.len(), Some(q))
         } else {
-            let pred = match kind {
-                ParamKind::Header => is_gen_value_char,
-                ParamKind::Uri => is_uri_param_char,
+            let n = if header {
+                gen_value_len(&i[v..])
+            } else {
+                uri_param_len(&i[v..])
             };
-            match take_while1::<_, _, nom::error::Error<&[u8]>>(pred)(r) {
-                Ok((r, v)) => (r, Some(v)),
-                // `rport` and friends may carry an empty value after `=`
-                // only in broken stacks; RFC 3261 requires a value.
-                Err(_) => return fail(r),
+            // `rport` and friends may carry an empty value after `=`
+            // only in broken stacks; RFC 3261 requires a value.
+            if n == 0 {
+                return fail(&i[v..]);
             }
+            (v + n, Some(&i[v..v + n]))
         }
     } else {
         (after_name, None)
     };
-    let used = start.len() - rest.len();
     Ok((
-        rest,
+        &i[end..],
         Some(Param {
-            name,
+            name: &i[name_at..after_name],
             value,
-            raw: &start[..used],
+            raw: &i[start..end],
         }),
     ))
 }

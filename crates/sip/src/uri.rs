@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::grammar::{
-    is_host_char, is_password_char, is_uri_header_char, is_user_char, parse_decimal,
+    host_chars, is_password_char, is_uri_header_char, is_user_char, parse_decimal,
 };
 use crate::params::{ParamKind, Params};
 
@@ -63,22 +63,39 @@ pub fn parse_host(s: &[u8]) -> Option<Host<'_>> {
             text.parse::<Ipv6Addr>().ok().map(Host::V6)
         }
         _ => {
-            if !s.iter().all(|&c| is_host_char(c)) {
+            let (host_chars, digits_and_dots) = host_chars(s);
+            if !host_chars {
                 return None;
             }
-            if s.iter().all(|&c| c.is_ascii_digit() || c == b'.') {
+            if digits_and_dots {
                 // All digits and dots is an IPv4 address or nothing: a top
                 // label must start with a letter.
-                let text = std::str::from_utf8(s).ok()?;
-                return text.parse::<Ipv4Addr>().ok().map(Host::V4);
+                return parse_ipv4(s).map(Host::V4);
             }
-            let labels_ok = s
-                .split(|&c| c == b'.')
-                .enumerate()
-                .all(|(n, l)| !l.is_empty() || n > 0 && s.ends_with(b"."));
+            // No empty label, but the last one after a final dot.
+            let labels_ok =
+                s[0] != b'.' && (s.ends_with(b".") || !s.windows(2).any(|w| w == b".."));
             labels_ok.then_some(Host::Domain(s))
         }
     }
+}
+
+/// Dotted-quad IPv4 from digits and dots, as `Ipv4Addr::from_str` reads
+/// it: four parts of one to three digits, no leading zero, each <= 255.
+fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = s.split(|&c| c == b'.');
+    for o in &mut octets {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 3 || (p.len() > 1 && p[0] == b'0') {
+            return None;
+        }
+        let v = p
+            .iter()
+            .fold(0u16, |v, &d| v * 10 + u16::from(d.wrapping_sub(b'0')));
+        *o = u8::try_from(v).ok()?;
+    }
+    parts.next().is_none().then_some(Ipv4Addr::from(octets))
 }
 
 /// Splits `host[:port]`, IPv6 references included.
@@ -189,19 +206,34 @@ impl<'a> Uri<'a> {
         let (user, password, hostpart) = match rest.iter().position(|&c| c == b'@') {
             Some(at) => {
                 let info = &rest[..at];
-                let (user, password) = match info.iter().position(|&c| c == b':') {
-                    Some(c) => (&info[..c], Some(&info[c + 1..])),
-                    None => (info, None),
-                };
-                if user.is_empty() || !user.iter().all(|&c| is_user_char(c)) {
-                    return Err(UriError);
-                }
-                if let Some(p) = password {
-                    if !p.iter().all(|&c| is_password_char(c)) {
+                // One pass: user characters up to a `:`, password ones after.
+                let mut colon = None;
+                let mut escaped = false;
+                for (n, &c) in info.iter().enumerate() {
+                    escaped |= c == b'%';
+                    let ok = if colon.is_none() {
+                        if c == b':' {
+                            colon = Some(n);
+                            continue;
+                        }
+                        is_user_char(c)
+                    } else {
+                        is_password_char(c)
+                    };
+                    if !ok {
                         return Err(UriError);
                     }
                 }
-                check_escapes(info)?;
+                let (user, password) = match colon {
+                    Some(c) => (&info[..c], Some(&info[c + 1..])),
+                    None => (info, None),
+                };
+                if user.is_empty() {
+                    return Err(UriError);
+                }
+                if escaped {
+                    check_escapes(info)?;
+                }
                 (Some(user), password, &rest[at + 1..])
             }
             None => (None, None, rest),
@@ -405,6 +437,27 @@ mod tests {
             b"1sip:host",
         ] {
             assert!(Uri::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn ipv4_as_std_reads_it() {
+        for s in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "255.255.255.255",
+            "01.1.1.1",
+            "256.1.1.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..2.3",
+            "00.1.1.1",
+            "1.2.3.04",
+            "1.2.3.4.",
+            "999.1.1.1",
+            "1000.1.1.1",
+        ] {
+            assert_eq!(parse_ipv4(s.as_bytes()), s.parse::<Ipv4Addr>().ok(), "{s}");
         }
     }
 

@@ -1,10 +1,9 @@
 //! Typed header values: Via, name-addr (From, To, Contact, Route,
 //! Record-Route), CSeq. Each is a set of views into the message.
 
-use nom::bytes::complete::take_while1;
-
 use crate::grammar::{
-    is_host_char, is_token, is_ws, lws, parse_decimal, quoted_string, token, trim,
+    hostport_len, is_token, is_ws, lws, parse_decimal, quoted_string, token, token_len, trim,
+    ws_len,
 };
 use crate::method::Method;
 use crate::params::{ParamKind, Params};
@@ -30,27 +29,33 @@ pub struct Via<'a> {
 
 impl<'a> Via<'a> {
     pub fn parse(raw: &'a [u8]) -> Option<Via<'a>> {
-        let slash = |i| -> Option<&[u8]> {
-            let (i, _) = lws(i).ok()?;
-            let i = i.strip_prefix(b"/")?;
-            lws(i).ok().map(|(i, _)| i)
+        // sent-protocol = name SLASH version SLASH transport, where SLASH
+        // is "/" with optional LWS around it.
+        let token_at = |at: usize| -> Option<(usize, &'a [u8])> {
+            let n = token_len(&raw[at..]);
+            (n > 0).then(|| (at + n, &raw[at..at + n]))
         };
-        let (i, _) = lws(raw).ok()?;
-        let (i, name) = token(i).ok()?;
-        let i = slash(i)?;
-        let (i, version) = token(i).ok()?;
-        let i = slash(i)?;
-        let (i, transport) = token(i).ok()?;
-        let (i, ws) = lws(i).ok()?;
-        if ws.is_empty() {
+        let slash = |at: usize| -> Option<usize> {
+            let at = at + ws_len(&raw[at..]);
+            (raw.get(at) == Some(&b'/')).then(|| at + 1 + ws_len(&raw[at + 1..]))
+        };
+        let (at, name) = token_at(ws_len(raw))?;
+        let (at, version) = token_at(slash(at)?)?;
+        let (at, transport) = token_at(slash(at)?)?;
+        let ws = ws_len(&raw[at..]);
+        if ws == 0 {
             return None;
         }
-        let hostport_pred = |c: u8| is_host_char(c) || matches!(c, b':' | b'[' | b']');
-        let (i, sent_by) = take_while1::<_, _, nom::error::Error<&[u8]>>(hostport_pred)(i).ok()?;
+        let at = at + ws;
+        let n = hostport_len(&raw[at..]);
+        if n == 0 {
+            return None;
+        }
         // LWS may also surround the colon of sent-by; it is rare enough to
         // allow only the compact form plus an optional port after spaces.
+        let sent_by = &raw[at..at + n];
         let (host, port) = split_hostport(sent_by)?;
-        let (rest, params) = Params::parse(i, ParamKind::Header).ok()?;
+        let (rest, params) = Params::parse(&raw[at + n..], ParamKind::Header).ok()?;
         if !trim(rest).is_empty() {
             return None;
         }
@@ -136,11 +141,12 @@ impl<'a> NameAddr<'a> {
             }
         };
         let (uri, bracketed, rest) = if let Some(inner) = after_display.strip_prefix(b"<") {
-            let gt = inner.iter().position(|&c| c == b'>')?;
-            let uri = &inner[..gt];
-            if uri.is_empty() || uri.iter().any(|&c| is_ws(c)) {
+            // Up to the first `>`, with no white space on the way.
+            let gt = inner.iter().position(|&c| c == b'>' || is_ws(c))?;
+            if inner[gt] != b'>' || gt == 0 {
                 return None;
             }
+            let uri = &inner[..gt];
             (uri, true, &inner[gt + 1..])
         } else {
             // addr-spec: no white space, and no `;`, `,` or `?` in the URI
@@ -159,7 +165,17 @@ impl<'a> NameAddr<'a> {
             }
             (uri, false, &after_display[end..])
         };
-        Uri::parse(uri).ok()?;
+        // Only the scheme here: `parsed_uri` (and `Message::validate`)
+        // check the URI itself, so a proxy that reads a tag pays nothing
+        // for the URI it does not read.
+        let colon = uri.iter().position(|&c| c == b':')?;
+        let scheme_ok = uri[0].is_ascii_alphabetic()
+            && uri[..colon]
+                .iter()
+                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'));
+        if !scheme_ok {
+            return None;
+        }
         let (rest, params) = Params::parse(rest, ParamKind::Header).ok()?;
         if !trim(rest).is_empty() {
             return None;
