@@ -23,8 +23,7 @@ use std::sync::{LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
 use trunkvip_vip::linux::{IpNet, RunnerConfig, RunnerError, RunnerStatus, VipHandle, VipRunner};
 use trunkvip_vip::{AnnounceConfig, ChecksumMode, State};
@@ -105,7 +104,8 @@ impl Settings {
 pub struct Vip {
     pub settings: Settings,
     handle: VipHandle,
-    task: Mutex<Option<JoinHandle<Result<(), RunnerError>>>>,
+    /// Reports the runner's end (it lives on its own thread).
+    task: Mutex<Option<oneshot::Receiver<Result<(), RunnerError>>>>,
 }
 
 static VIP: OnceLock<Vip> = OnceLock::new();
@@ -131,7 +131,7 @@ pub async fn start(settings: &Settings, host_address: IpAddr) -> Result<&'static
     if VIP.get().is_some() {
         return Err("[vip]: a VIP owner is already running in this process".into());
     }
-    let (handle, task) = VipRunner::spawn(settings.runner_config(host_address))
+    let (handle, task) = spawn_runner(settings.runner_config(host_address))
         .await
         .map_err(|e| format!("[vip] {} on {}: {e}", settings.address, settings.interface))?;
     let vip = Vip {
@@ -217,6 +217,66 @@ static RESIGNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 /// Gives the VIP up at once (priority-0 advert when Active, then the
 /// address removed) and waits, at most [`RESIGN_LIMIT`], for the runner to
 /// finish. Nothing to do without `[vip]`.
+/// Runs the VRRP runner on a thread of its own with a current-thread
+/// runtime at realtime (round-robin) priority, as keepalived runs its VRRP
+/// process: adverts must leave on time however busy the SIP workers are,
+/// or a short advert interval turns load into false takeovers.
+async fn spawn_runner(
+    cfg: trunkvip_vip::linux::RunnerConfig,
+) -> Result<(VipHandle, oneshot::Receiver<Result<(), RunnerError>>), RunnerError> {
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("trunkvip-vrrp".into())
+        .spawn(move || {
+            use thread_priority::{
+                set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy,
+                ThreadPriority, ThreadSchedulePolicy,
+            };
+            let policy = ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::RoundRobin);
+            let prio =
+                ThreadPriority::from_posix(thread_priority::ScheduleParams { sched_priority: 50 });
+            if let Err(e) = set_thread_priority_and_policy(thread_native_id(), prio, policy) {
+                warn!(
+                    "VRRP thread stays at normal priority ({e:?}): adverts may be late under load"
+                );
+            }
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(RunnerError::Io {
+                        what: "VRRP runtime",
+                        source: e,
+                    }));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match VipRunner::new(cfg).await {
+                    Ok(runner) => {
+                        let _ = ready_tx.send(Ok(runner.handle()));
+                        let _ = done_tx.send(runner.run().await);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            });
+        })
+        .map_err(|e| RunnerError::Io {
+            what: "VRRP thread",
+            source: e,
+        })?;
+    let handle = ready_rx.await.map_err(|_| RunnerError::Io {
+        what: "VRRP thread",
+        source: std::io::Error::other("stopped before starting"),
+    })??;
+    Ok((handle, done_rx))
+}
+
 pub async fn resign() {
     let Some(vip) = get() else { return };
     RESIGNING.store(true, std::sync::atomic::Ordering::Relaxed);
