@@ -324,6 +324,7 @@ impl Core {
             ("retransmissions_absorbed_total", m.retransmissions_absorbed),
             ("retransmissions_sent_total", m.retransmissions_sent),
             ("failovers_total", m.failovers),
+            ("failovers_held_total", m.failovers_held),
             ("no_edge_503_total", m.no_edge_503),
             ("transactions_created_total", m.transactions_created),
             ("ghost_cancels_total", m.ghost_cancels),

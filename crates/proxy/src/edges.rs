@@ -17,6 +17,9 @@ use crate::hash::fnv1a;
 pub(crate) struct Edge {
     pub(crate) config: EdgeConfig,
     pub(crate) healthy: bool,
+    /// When the Edge last sent us anything: an Edge that answers other
+    /// traffic is alive, however late one INVITE's answer is.
+    pub(crate) last_heard: Option<std::time::Instant>,
     name_hash: u64,
 }
 
@@ -36,6 +39,7 @@ impl EdgePool {
                     // Optimistic start: calls flow at once, and fast
                     // failover covers an Edge that is in fact down.
                     healthy: true,
+                    last_heard: None,
                 })
                 .collect(),
         }

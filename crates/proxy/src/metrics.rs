@@ -83,6 +83,9 @@ pub struct Metrics {
     pub retransmissions_absorbed: u64,
     pub retransmissions_sent: u64,
     pub failovers: u64,
+    /// Silent INVITEs not failed over because their Edge was answering
+    /// other traffic.
+    pub failovers_held: u64,
     pub no_edge_503: u64,
     pub transactions_created: u64,
     pub ghost_cancels: u64,

@@ -509,6 +509,9 @@ impl Proxy {
 
     pub(crate) fn handle_message(&mut self, now: Instant, incoming: Incoming, msg: Message) {
         let edge = self.edges.by_source(incoming.source);
+        if let Some(e) = edge {
+            self.edges.edges[e].last_heard = Some(now);
+        }
         if edge.is_none() && !self.carrier_allowed(incoming.source.ip()) {
             self.metrics.drop(DropReason::NotAllowed);
             return;
@@ -1811,7 +1814,25 @@ impl Proxy {
                     self.arm_client(slot, TimerKind::CancelRetransmit, next);
                 }
             }
-            TimerKind::Failover => self.branch_failed(now, slot),
+            TimerKind::Failover => {
+                // Silence means a dead Edge only if the Edge is silent: one
+                // that answered anything since this INVITE left is alive
+                // and busy, and failing over would add load exactly when
+                // there is too much (a retry storm). Its INVITE waits for
+                // Timer A's retransmission and Timer B instead; a dead Edge
+                // still fails over now, and a 503 at once.
+                let alive = match self.clients[slot].hop {
+                    Hop::Edge(e) => self.edges.edges[e as usize]
+                        .last_heard
+                        .is_some_and(|t| t + t_failover(&self.cfg) > now),
+                    _ => false,
+                };
+                if alive {
+                    self.metrics.failovers_held += 1;
+                } else {
+                    self.branch_failed(now, slot);
+                }
+            }
             TimerKind::TimerC => {
                 if self.clients[slot].got_provisional {
                     // Ringing too long: CANCEL it; the 487 ends the call.
@@ -1918,6 +1939,10 @@ impl Proxy {
     pub(crate) fn timers_len(&self) -> usize {
         self.timers.len()
     }
+}
+
+fn t_failover(cfg: &ProxyConfig) -> Duration {
+    cfg.timers.failover_after
 }
 
 /// The next hop's part of a branch key.

@@ -855,3 +855,24 @@ fn a_flooding_source_is_limited_and_the_edges_never_see_the_flood() {
     sim.carrier_sends(invite("legit", "z9hG4bK-legit"));
     assert_eq!(sim.take()[1].0, edge_addr(0));
 }
+
+#[test]
+fn an_edge_busy_answering_other_calls_is_not_failed_over() {
+    let mut sim = Sim::new(&[1, 2]);
+    let slow = place(&mut sim, "slow", 0);
+    // The Edge answers another call within the window: it is alive.
+    sim.advance(Duration::from_millis(100));
+    let other = place(&mut sim, "other", 0);
+    sim.edge_sends(0, reply(&other, 180, "o"));
+    sim.take();
+    sim.advance(Duration::from_millis(200));
+    sim.nothing_sent();
+    assert_eq!(sim.core.metrics().failovers, 0);
+    assert_eq!(sim.core.metrics().failovers_held, 1);
+    // Timer A retransmits the slow INVITE to the same Edge, which answers.
+    sim.advance(Duration::from_millis(250));
+    let again = sim.one_to(edge_addr(0));
+    assert_eq!(branch_of(&again), branch_of(&slow));
+    sim.edge_sends(0, reply(&slow, 200, "s"));
+    assert_eq!(sim.one_to(addr(CARRIER)).status(), Some(200));
+}
