@@ -700,8 +700,14 @@ fn vip_is_the_service_address_and_host_address_is_not() {
 fn deploy_configs_check() {
     for host in ["a", "b"] {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/trunkvip-host-");
-        let text = std::fs::read_to_string(format!("{path}{host}.toml")).unwrap();
+        let key = std::env::temp_dir().join(format!("tv-deploy-{}.key", std::process::id()));
+        std::fs::write(&key, "0123456789abcdef0123456789abcdef").unwrap();
+        let text = std::fs::read_to_string(format!("{path}{host}.toml"))
+            .unwrap()
+            .replace("/etc/trunkvip/pair.key", &key.display().to_string());
         let c = Config::parse(&text).unwrap_or_else(|e| panic!("host {host}: {e}"));
+        std::fs::remove_file(&key).unwrap();
+        assert!(c.pair.is_some(), "host {host}: [pair]");
         let v = c.vip.expect("[vip]");
         assert_eq!(v.address.addr(), c.listen[0].addr.ip());
         assert_ne!(v.peers[0], c.host_address);
