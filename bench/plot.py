@@ -32,9 +32,12 @@ def main():
     for t in res:
         if t not in colors:
             colors[t] = next(palette, "tab:blue")
-    short = lambda t: s.label(t).replace(", ", "\n").replace("SIPp uac -> uas direct (no proxy)", "SIPp direct")
+    def short(t):
+        """Tick labels: 'trunkvip\nworkers 1\nfailover 2s'."""
+        return (s.label(t).replace("SIPp uac -> uas direct (no proxy)", "SIPp direct")
+                .replace(", ", "\n").replace(" = ", " ").replace("failover_after", "failover"))
 
-    fig, ax = plt.subplots(1, 3, figsize=(17, 5.8), gridspec_kw={"width_ratios": [1.2, 1.2, 1]})
+    fig, ax = plt.subplots(1, 3, figsize=(18, 6.2), gridspec_kw={"width_ratios": [1.2, 1.2, 1]})
 
     # CPU per call.
     a = ax[0]
@@ -66,6 +69,7 @@ def main():
         a.axhline(f, color="black", ls="-.",
                   label=f"relay floor: {s.MESSAGES_PER_CALL} x recvfrom+sendto = {f:.0f} us")
     a.set_xticks(range(len(proxies)), [short(t) for t in proxies], fontsize=8)
+    a.set_ylim(0, a.get_ylim()[1] * 1.4)  # room for the legend above the bars
     a.set_ylabel("proxy CPU per call, us (utime+stime)")
     a.set_title(f"CPU per call ({cpu_calls} calls at {cpu_rate}/s)")
     a.legend(fontsize=8, loc="upper right")
@@ -84,7 +88,8 @@ def main():
         m = statistics.median(d["ceiling"])
         a.axhline(m * s.CEILING_GOAL, color="tab:gray", ls="--",
                   label=f"goal: {100 * s.CEILING_GOAL:.0f} % of SIPp direct = {m * s.CEILING_GOAL:.0f}/s")
-        a.legend(fontsize=8, loc="lower right")
+        a.legend(fontsize=8, loc="upper left")
+    a.set_ylim(0, a.get_ylim()[1] * 1.15)
     a.set_xticks(range(len(targets)), [short(t) for t in targets], fontsize=8)
     a.set_ylabel("highest step with 0 failed calls, calls/s")
     a.set_title("Clean ceiling")

@@ -9,10 +9,10 @@
 #                children=1, as ../shared/anchors/kamailio does
 #   trunkvip-w1  target/release/trunkvip, workers = 1
 #   trunkvip-w2  target/release/trunkvip, workers = 2
-#   (trunkvip-wN-foD: workers = N and health_check.failover_after = D,
-#   e.g. trunkvip-w1-fo2s: a new INVITE's branch fails over, and counts
-#   against its Edge, after 2 s without an answer, as Kamailio's
-#   fr_timer does, instead of the default 250 ms)
+#   (also accepted in TARGETS, not run by default: trunkvip-wN-foD,
+#   workers = N and health_check.failover_after = D; e.g. trunkvip-w1-fo2s
+#   waits 2 s for an answer to a new INVITE before failing over, about
+#   Kamailio's fr_timer, instead of the default 250 ms)
 # and the relay floor (bench/floor/udp-floor.c: one recvfrom + one sendto).
 #
 # For each target and repeat, with a fresh proxy and fresh uas pair:
@@ -47,7 +47,7 @@ RATE_MAX=${RATE_MAX:-8000}
 STEP_CALLS=${STEP_CALLS:-20000}
 STEP_SECONDS=${STEP_SECONDS:-10}
 SUSTAIN=${SUSTAIN:-0.9}
-TARGETS=${TARGETS:-"direct kamailio trunkvip-w1 trunkvip-w2 trunkvip-w1-fo2s trunkvip-w2-fo2s"}
+TARGETS=${TARGETS:-"direct kamailio trunkvip-w1 trunkvip-w2"}
 FLOOR_DATAGRAMS=${FLOOR_DATAGRAMS:-200000}
 OUT=${OUT:-$here/results}
 
@@ -274,7 +274,8 @@ echo "target,rep,kind,rate,calls,ok,failed,retrans,rt_ms,rtt_mean_ms,rtt_p99_ms,
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "host: $(uname -srm), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
   echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "trunkvip: $("$TRUNKVIP" --version) ($(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo '?'), release build)"
+  dirty=$(cd "$root" && git status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null | wc -l)
+  echo "trunkvip: $("$TRUNKVIP" --version) ($(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo '?')$([ "$dirty" = 0 ] || echo " + $dirty uncommitted files under crates/"), release build)"
   echo "kamailio: $(kamailio -v | head -1)"
   echo "sipp: $(sipp -v 2>&1 | grep -m1 -o 'SIPp v[^ ]*')"
   echo "params: REPEATS=$REPEATS CPU_CALLS=$CPU_CALLS CPU_RATE=$CPU_RATE RATE_START=$RATE_START RATE_STEP=$RATE_STEP RATE_MAX=$RATE_MAX STEP_CALLS=$STEP_CALLS STEP_SECONDS=$STEP_SECONDS SUSTAIN=$SUSTAIN"
