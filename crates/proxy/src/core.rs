@@ -37,6 +37,8 @@ pub struct Core {
     health: HealthMonitor,
     events: std::collections::VecDeque<Event>,
     probing: bool,
+    /// The configured parser limits (`ProxyConfig::limits`).
+    limits: trunkvip_sip::Limits,
     pair: bool,
     /// Health changes for the peer host.
     health_feed: std::collections::VecDeque<SyncRecord>,
@@ -57,12 +59,14 @@ impl Core {
         );
         let probing = config.health_probing;
         let pair = config.pair_secret.is_some();
+        let limits = config.limits;
         let peer_health = vec![None; config.edges.len()];
         Ok(Core {
             proxy: Proxy::new(config, now),
             health,
             events: Default::default(),
             probing,
+            limits,
             pair,
             health_feed: Default::default(),
             peer_health,
@@ -71,19 +75,11 @@ impl Core {
 
     /// One UDP datagram.
     pub fn handle(&mut self, now: Instant, incoming: Incoming, data: Bytes) {
-        match Message::parse_datagram(data.clone(), &self.limits()) {
+        match Message::parse_datagram(data.clone(), &self.limits) {
             Ok(msg) => self.handle_message(now, incoming, msg),
             Err(e) => self.proxy.handle_unparseable(incoming, &data, &e),
         }
         self.pump();
-    }
-
-    fn limits(&self) -> trunkvip_sip::Limits {
-        self.proxy_limits()
-    }
-
-    fn proxy_limits(&self) -> trunkvip_sip::Limits {
-        trunkvip_sip::Limits::default()
     }
 
     /// One framed TCP or TLS message.

@@ -1824,7 +1824,7 @@ impl Proxy {
                 let alive = match self.clients[slot].hop {
                     Hop::Edge(e) => self.edges.edges[e as usize]
                         .last_heard
-                        .is_some_and(|t| t + t_failover(&self.cfg) > now),
+                        .is_some_and(|t| t + self.cfg.timers.failover_after > now),
                     _ => false,
                 };
                 if alive {
@@ -1939,10 +1939,6 @@ impl Proxy {
     pub(crate) fn timers_len(&self) -> usize {
         self.timers.len()
     }
-}
-
-fn t_failover(cfg: &ProxyConfig) -> Duration {
-    cfg.timers.failover_after
 }
 
 /// The next hop's part of a branch key.
