@@ -919,6 +919,49 @@ fn graceful_stop_hands_over_within_skew() {
     );
 }
 
+/// (3b) A Backup paused past its master-down interval (SIGSTOP: a scheduler
+/// stall, a suspended VM) must read the Active's adverts queued meanwhile
+/// before it acts on its expired timer: no takeover, no VIP, no transition.
+#[test]
+fn paused_backup_does_not_take_over_on_resume() {
+    paused_backup(false);
+}
+
+#[test]
+fn paused_backup_does_not_take_over_on_resume_v6() {
+    paused_backup(true);
+}
+
+fn paused_backup(v6: bool) {
+    let Some(_guard) = lab_lock("paused_backup_does_not_take_over_on_resume") else {
+        return;
+    };
+    let mut lab = Lab::new(&[CARRIER, HOST_A, HOST_B], v6);
+    let (_, b) = start_pair(&mut lab, "20ms", &[]);
+    wait_a_active(&lab, Duration::from_secs(5));
+    lab.assert_sole_holder(HOST_A, HOST_B, Duration::from_millis(200));
+    let before = std::fs::read_to_string(lab.dir.join("vrrpd-b.log")).unwrap_or_default();
+    // Master-down for b at 20 ms: 3 * 20 ms + skew 12 ms; pause far longer,
+    // several times over.
+    for _ in 0..5 {
+        lab.signal(b, Signal::SIGSTOP);
+        thread::sleep(Duration::from_millis(400));
+        lab.signal(b, Signal::SIGCONT);
+        let m = lab.monitor([HOST_A, HOST_B], Duration::from_millis(300));
+        assert!(
+            m.samples.iter().all(|(_, a, b)| *a && !*b),
+            "b took the VIP after a pause\n{}",
+            lab.logs()
+        );
+    }
+    let after = std::fs::read_to_string(lab.dir.join("vrrpd-b.log")).unwrap_or_default();
+    let new = &after[before.len().min(after.len())..];
+    assert!(
+        !new.contains("to=Active"),
+        "b went Active after a pause:\n{new}"
+    );
+}
+
 /// (4) Partition (bridge port isolation: a and b cannot hear each other, the
 /// carrier still reaches both): both go Active. Heal: within about one
 /// advert interval only a holds the VIP, and the carrier's neighbour entry

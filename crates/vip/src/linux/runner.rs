@@ -13,7 +13,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::announce::Announcer;
 use super::netlink::{LinkInfo, LinkWatch, Netlink};
-use super::socket::VrrpSocket;
+use super::socket::{Received, VrrpSocket};
 use crate::machine::{
     Action, AnnounceConfig, Config, ConfigError, Instance, Reason, State, Stats, Status,
 };
@@ -166,6 +166,10 @@ impl From<ConfigError> for RunnerError {
         RunnerError::Config(e)
     }
 }
+
+/// How many queued datagrams are read, at most, before a due timer is
+/// handled. Far above what a peer sends within one master-down interval.
+const QUEUED_ADVERTS_BEFORE_TIMER: usize = 64;
 
 fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> RunnerError {
     move |source| RunnerError::Io { what, source }
@@ -453,7 +457,7 @@ impl VipRunner {
             // Timers first when due, so a stream of datagrams cannot starve
             // them (the select below prefers the socket).
             if deadline.is_some_and(|d| d <= Instant::now()) {
-                self.on_timeout().await;
+                self.on_due_timer(&mut buf).await;
                 continue;
             }
             let sleep = tokio::time::sleep_until(
@@ -478,18 +482,7 @@ impl VipRunner {
                     }
                 }
                 r = self.socket.recv(&mut buf) => match r {
-                    Ok((meta, msg)) => {
-                        if accepts_source(&self.config.peers, meta.src) {
-                            self.instance.handle_datagram(Instant::now(), meta.src, meta.dst, meta.ttl, msg);
-                        } else {
-                            self.not_a_peer += 1;
-                            // Once per new source, not once per datagram.
-                            if self.last_not_a_peer != Some(meta.src) {
-                                tracing::warn!(src = %meta.src, peers = ?self.config.peers, "VRRP datagram from an address that is not a configured peer: ignored");
-                            }
-                            self.last_not_a_peer = Some(meta.src);
-                        }
-                    }
+                    Ok((meta, msg)) => self.on_datagram(meta, msg),
                     Err(e) => {
                         self.io_errors += 1;
                         tracing::warn!(error = %e, "receiving VRRP");
@@ -505,7 +498,7 @@ impl VipRunner {
                         link_watch = None;
                     }
                 },
-                _ = sleep, if deadline.is_some() => self.on_timeout().await,
+                _ = sleep, if deadline.is_some() => self.on_due_timer(&mut buf).await,
                 _ = poll.tick() => {
                     match self.netlink.link_by_index(self.link.index).await {
                         Ok(l) => self.set_link_up(l.up),
@@ -528,8 +521,42 @@ impl VipRunner {
         Ok(())
     }
 
-    async fn on_timeout(&mut self) {
-        self.instance.handle_timeout(Instant::now());
+    fn on_datagram(&mut self, meta: Received, msg: &[u8]) {
+        if accepts_source(&self.config.peers, meta.src) {
+            self.instance
+                .handle_datagram(Instant::now(), meta.src, meta.dst, meta.ttl, msg);
+        } else {
+            self.not_a_peer += 1;
+            // Once per new source, not once per datagram.
+            if self.last_not_a_peer != Some(meta.src) {
+                tracing::warn!(src = %meta.src, peers = ?self.config.peers, "VRRP datagram from an address that is not a configured peer: ignored");
+            }
+            self.last_not_a_peer = Some(meta.src);
+        }
+    }
+
+    /// Runs the timers due now, having first read what the socket holds.
+    /// After a pause (scheduler stall, SIGSTOP, a suspended VM) the peer's
+    /// adverts may sit in the socket while the master-down timer looks
+    /// expired: without this a live Active would be taken over. Bounded, so
+    /// a flood cannot starve the timer either.
+    async fn on_due_timer(&mut self, buf: &mut [u8]) {
+        for _ in 0..QUEUED_ADVERTS_BEFORE_TIMER {
+            match self.socket.try_recv(buf) {
+                Ok(Some((meta, msg))) => self.on_datagram(meta, msg),
+                Ok(None) => break,
+                Err(e) => {
+                    self.io_errors += 1;
+                    tracing::warn!(error = %e, "receiving VRRP");
+                    break;
+                }
+            }
+        }
+        self.drain_actions().await;
+        let now = Instant::now();
+        if self.instance.poll_timeout().is_some_and(|d| d <= now) {
+            self.instance.handle_timeout(now);
+        }
         if self.vip_wanted && !self.holds_vip {
             self.add_vip().await;
         }

@@ -143,12 +143,40 @@ impl VrrpSocket {
                 }
                 Family::V6 => {
                     self.io
-                        .async_io(Interest::READABLE, || recv_v6(fd, buf))
+                        .async_io(Interest::READABLE, || recv_v6(fd, buf, MsgFlags::empty()))
                         .await?
                 }
             };
             if let Some((meta, start, end)) = r {
                 return Ok((meta, &buf[start..end]));
+            }
+        }
+    }
+
+    /// Like [`recv`](Self::recv) without waiting: `Ok(None)` when nothing is
+    /// queued. Lets the runner read adverts that arrived while it was not
+    /// scheduled before it acts on a timer that fell due meanwhile.
+    ///
+    /// Asks the kernel (`MSG_DONTWAIT`), not tokio's readiness cache: after
+    /// SIGSTOP/SIGCONT `epoll_wait` fails with EINTR, so the timer can fire
+    /// before the reactor has learnt that the socket is readable.
+    pub fn try_recv<'b>(&self, buf: &'b mut [u8]) -> io::Result<Option<(Received, &'b [u8])>> {
+        let fd = self.io.as_raw_fd();
+        loop {
+            let r = match self.family {
+                Family::V4 => match nix::sys::socket::recv(fd, buf, MsgFlags::MSG_DONTWAIT) {
+                    Ok(n) => parse_ipv4(&buf[..n]).map(|(meta, start)| (meta, start, n)),
+                    Err(nix::errno::Errno::EAGAIN) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                },
+                Family::V6 => match recv_v6(fd, buf, MsgFlags::MSG_DONTWAIT) {
+                    Ok(r) => r,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                    Err(e) => return Err(e),
+                },
+            };
+            if let Some((meta, start, end)) = r {
+                return Ok(Some((meta, &buf[start..end])));
             }
         }
     }
@@ -238,10 +266,10 @@ pub(crate) fn parse_ipv4(d: &[u8]) -> Option<(Received, usize)> {
     ))
 }
 
-fn recv_v6(fd: RawFd, buf: &mut [u8]) -> RecvResult {
+fn recv_v6(fd: RawFd, buf: &mut [u8], flags: MsgFlags) -> RecvResult {
     let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo, libc::c_int);
     let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<SockaddrIn6>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())?;
+    let msg = recvmsg::<SockaddrIn6>(fd, &mut iov, Some(&mut cmsg), flags)?;
     if msg.flags.contains(MsgFlags::MSG_TRUNC) {
         return Ok(None);
     }
