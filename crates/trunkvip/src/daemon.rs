@@ -163,17 +163,24 @@ pub async fn start(config: Config) -> Result<Daemon, String> {
         let _ = crate::pair::LINK.set(crate::pair::spawn(p.clone(), transports.workers.clone()));
         info!(peer = %p.peer, listen = %p.listen, "pair sync with {}", p.peer);
     }
+    crate::capture::note_udp_sockets(udp_sock.iter().chain(&host_sock).map(|s| &**s));
+    let mut direct = worker::DirectUdp {
+        service: udp_sock.map(|s| udp::UdpInput::new(s, false)),
+        host: host_sock.map(|s| udp::UdpInput::new(s, true)),
+    };
+    if config.workers > 1 {
+        for input in [direct.service.take(), direct.host.take()]
+            .into_iter()
+            .flatten()
+        {
+            tokio::spawn(udp::receive(input, transports.clone()));
+        }
+    }
     for (n, inbox) in inboxes.into_iter().enumerate() {
         let pc = config.proxy_config(&resolved, host_port, instance, n == 0);
         let core = Core::new(pc, worker::now()).map_err(|e| format!("configuration: {e}"))?;
-        tokio::spawn(worker::run(n, core, inbox, transports.clone()));
-    }
-    crate::capture::note_udp_sockets(udp_sock.iter().chain(&host_sock).map(|s| &**s));
-    if let Some(s) = udp_sock {
-        tokio::spawn(udp::receive(s, transports.clone(), false));
-    }
-    if let Some(s) = host_sock {
-        tokio::spawn(udp::receive(s, transports.clone(), true));
+        let direct = std::mem::take(&mut direct);
+        tokio::spawn(worker::run(n, core, inbox, direct, transports.clone()));
     }
     for (l, t) in listeners {
         tokio::spawn(stream::accept(l, transports.clone(), t));

@@ -40,6 +40,9 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 use crate::config::{Config, DEFAULT_PATHS};
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -164,10 +167,15 @@ fn find_config(given: Option<PathBuf>) -> Result<PathBuf, String> {
         })
 }
 
+/// One worker: everything on the calling thread, so a datagram's path
+/// crosses no thread and wakes no other. Several: one thread each.
 fn runtime(workers: usize) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers.max(1))
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    let mut b = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    b.enable_all().build().expect("tokio runtime")
 }

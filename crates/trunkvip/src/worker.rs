@@ -31,6 +31,7 @@ use tracing::{debug, info, warn};
 use trunkvip_proxy::{Core, EdgeStatus, Event, Incoming, Transport};
 use trunkvip_sip::Message;
 
+use crate::transport::udp::{self, UdpInput};
 use crate::transport::Transports;
 
 /// Messages waiting for one worker before receive tasks wait.
@@ -119,8 +120,30 @@ pub async fn snapshots(transports: &Transports) -> Vec<Snapshot> {
     out
 }
 
+/// The UDP sockets a lone worker reads itself: with one worker there is
+/// nothing to shard, and a hop through a receive task and the inbox would
+/// cost a task wake-up and a queue per datagram.
+#[derive(Debug, Default)]
+pub struct DirectUdp {
+    pub service: Option<UdpInput>,
+    pub host: Option<UdpInput>,
+}
+
+async fn recv_direct(input: &mut Option<UdpInput>) -> (Incoming, Bytes) {
+    match input {
+        Some(i) => i.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs worker `index` until its inbox closes.
-pub async fn run(index: usize, mut core: Core, mut inbox: Inbox, transports: Arc<Transports>) {
+pub async fn run(
+    index: usize,
+    mut core: Core,
+    mut inbox: Inbox,
+    mut direct: DirectUdp,
+    transports: Arc<Transports>,
+) {
     loop {
         let deadline = core.poll_timeout().map(Instant::from_std);
         tokio::select! {
@@ -129,6 +152,14 @@ pub async fn run(index: usize, mut core: Core, mut inbox: Inbox, transports: Arc
                 Some(c) => control(index, &mut core, c),
                 None => break,
             },
+            (from, data) = recv_direct(&mut direct.service) => {
+                udp::log_in(&transports, &from, &data);
+                core.handle(now(), from, data);
+            }
+            (from, data) = recv_direct(&mut direct.host) => {
+                udp::log_in(&transports, &from, &data);
+                core.handle(now(), from, data);
+            }
             w = inbox.work.recv() => match w {
                 Some(w) => {
                     work(&mut core, w);

@@ -13,7 +13,7 @@ const CALLS: u32 = 200;
 const RATE: u32 = 50;
 const LIMIT: Duration = Duration::from_secs(40);
 
-fn through_trunkvip(transport: &str) {
+fn through_trunkvip(transport: &str, workers: usize) {
     let dir = tempdir();
     let tcp = transport == "tcp";
     let (p, e1, e2, admin) = (free_port(), free_port(), free_port(), admin_addr());
@@ -21,7 +21,8 @@ fn through_trunkvip(transport: &str) {
     let _uas2 = sipp_uas("uas2", e2, tcp, dir.path());
     let listen = [format!("udp:127.0.0.1:{p}"), format!("tcp:127.0.0.1:{p}")];
     let mut proxy = trunkvip(
-        &config(&listen, &[(e1, transport), (e2, transport)], admin, ""),
+        &config(&listen, &[(e1, transport), (e2, transport)], admin, "")
+            .replace("workers = 2", &format!("workers = {workers}")),
         dir.path(),
     );
     wait_health(admin, &[true, true], Duration::from_secs(10), &mut proxy);
@@ -34,12 +35,19 @@ fn through_trunkvip(transport: &str) {
 
 #[test]
 fn sipp_calls_over_udp() {
-    through_trunkvip("udp");
+    through_trunkvip("udp", 2);
 }
 
 #[test]
 fn sipp_calls_over_tcp() {
-    through_trunkvip("tcp");
+    through_trunkvip("tcp", 2);
+}
+
+/// One worker reads its UDP socket itself on a current-thread runtime.
+#[test]
+fn sipp_calls_with_one_worker() {
+    through_trunkvip("udp", 1);
+    through_trunkvip("tcp", 1);
 }
 
 #[test]

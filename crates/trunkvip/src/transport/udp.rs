@@ -60,37 +60,78 @@ pub async fn send(sock: &UdpSocket, payload: &[u8], to: SocketAddr) {
     }
 }
 
-/// Reads datagrams and hands each to its worker. `host_side`: this is the
-/// probe socket, whose answers belong to the probing worker.
-pub async fn receive(sock: Arc<UdpSocket>, transports: Arc<Transports>, host_side: bool) {
-    let mut buf = vec![0u8; 65536];
-    let local = sock.local_addr();
-    loop {
-        let (n, source) = match sock.recv_from(&mut buf).await {
-            Ok(r) => r,
-            Err(e) => {
-                // ECONNREFUSED and the like, reported for an earlier send.
-                if !matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
-                ) {
-                    warn!("udp receive: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+/// One UDP socket being read: what a receive task or a lone worker polls.
+#[derive(Debug)]
+pub struct UdpInput {
+    sock: Arc<UdpSocket>,
+    /// This is the probe socket, whose answers belong to the probing
+    /// worker.
+    pub host_side: bool,
+    local: Option<SocketAddr>,
+    buf: Vec<u8>,
+}
+
+impl UdpInput {
+    pub fn new(sock: Arc<UdpSocket>, host_side: bool) -> Self {
+        let local = sock.local_addr().ok();
+        Self {
+            sock,
+            host_side,
+            local,
+            buf: vec![0u8; 65536],
+        }
+    }
+
+    /// The next datagram worth proxying, copied out of the receive buffer
+    /// (a message may live as long as its transaction; a slice of a shared
+    /// 64 KiB buffer would pin all of it).
+    pub async fn recv(&mut self) -> (Incoming, Bytes) {
+        loop {
+            let (n, source) = match self.sock.recv_from(&mut self.buf).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // ECONNREFUSED and the like, reported for an earlier send.
+                    if !matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+                    ) {
+                        warn!("udp receive: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                    continue;
                 }
+            };
+            let data = &self.buf[..n];
+            // RFC 5626 keep-alives and stray CRLFs carry nothing to proxy.
+            if data.iter().all(|c| matches!(c, b'\r' | b'\n' | b' ')) {
                 continue;
             }
-        };
-        let data = &buf[..n];
-        // RFC 5626 keep-alives and stray CRLFs carry nothing to proxy.
-        if data.iter().all(|c| matches!(c, b'\r' | b'\n' | b' ')) {
-            continue;
+            let data = Bytes::copy_from_slice(data);
+            if let Some(local) = self.local {
+                crate::capture::record(Transport::Udp, source, local, || data.clone());
+            }
+            return (Incoming::udp(source), data);
         }
-        let data = Bytes::copy_from_slice(data);
-        if let Ok(local) = local {
-            crate::capture::record(Transport::Udp, source, local, || data.clone());
+    }
+}
+
+/// The debug log line of a datagram a lone worker read itself (others are
+/// logged by [`Transports::dispatch_datagram`]).
+pub fn log_in(transports: &Transports, incoming: &Incoming, data: &Bytes) {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        if let Ok(m) = trunkvip_sip::Message::parse_datagram(data.clone(), &transports.limits) {
+            transports.log_in(&m, incoming);
         }
+    }
+}
+
+/// Reads datagrams and hands each to its worker (with several workers;
+/// a lone worker reads its sockets itself, see [`crate::worker::run`]).
+pub async fn receive(mut input: UdpInput, transports: Arc<Transports>) {
+    loop {
+        let (incoming, data) = input.recv().await;
         transports
-            .dispatch_datagram(Incoming::udp(source), data, host_side)
+            .dispatch_datagram(incoming, data, input.host_side)
             .await;
     }
 }
