@@ -10,7 +10,17 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::grammar::CommaSplit;
 use crate::header::HeaderName;
 use crate::message::Message;
-use crate::values::Via;
+
+/// `n` in decimal, without the formatting machinery (on every forward).
+fn push_decimal(t: &mut Vec<u8>, n: u8) {
+    if n >= 100 {
+        t.push(b'0' + n / 100);
+    }
+    if n >= 10 {
+        t.push(b'0' + n / 10 % 10);
+    }
+    t.push(b'0' + n % 10);
+}
 
 #[derive(Clone, Copy, Debug)]
 struct Splice {
@@ -116,10 +126,9 @@ impl<'m> Editor<'m> {
     /// RFC 3261 section 18.2.1 and RFC 3581: `received` when the sent-by
     /// differs from the source, and `rport` filled in when asked for.
     pub fn set_top_via_received(&mut self, received: Option<IpAddr>, rport: Option<u16>) {
-        let Some(Ok(via)) = self.msg.vias().next() else {
+        let Ok(via) = self.msg.top_via() else {
             return;
         };
-        let via: Via<'_> = via;
         if let (Some(port), Some(p)) = (rport, via.params.find(b"rport")) {
             if p.value.is_none() {
                 let start = self.msg.offset_of(p.raw);
@@ -170,12 +179,14 @@ impl<'m> Editor<'m> {
             .copied()
         {
             Some(h) => self.splice(h.value.start as usize, h.value.end as usize, |t| {
-                let _ = write!(t, "{n}");
+                push_decimal(t, n)
             }),
             None => {
                 let at = self.msg.head().headers_end as usize;
                 self.splice(at, at, |t| {
-                    let _ = write!(t, "Max-Forwards: {n}\r\n");
+                    t.extend_from_slice(b"Max-Forwards: ");
+                    push_decimal(t, n);
+                    t.extend_from_slice(b"\r\n");
                 });
             }
         }
@@ -366,6 +377,15 @@ hi";
             .map(|r| r.unwrap().uri.to_vec())
             .collect();
         assert_eq!(rr, vec![b"sip:n;lr".to_vec(), b"sip:c;lr".to_vec()]);
+    }
+
+    #[test]
+    fn decimals() {
+        for n in 0..=255u8 {
+            let mut t = vec![];
+            push_decimal(&mut t, n);
+            assert_eq!(t, n.to_string().as_bytes());
+        }
     }
 
     #[test]

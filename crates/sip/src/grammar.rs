@@ -3,6 +3,7 @@
 //! Inside a header value the first pass already joined folded lines, so a
 //! CR or LF seen here is always part of linear white space.
 
+use memchr::memchr2;
 use nom::error::{Error as NomError, ErrorKind as NomKind};
 use nom::IResult;
 
@@ -102,6 +103,30 @@ fn run_of(s: &[u8], class: u16) -> usize {
     s.iter().position(|&c| !has(c, class)).unwrap_or(s.len())
 }
 
+/// `run_of` for runs that are often long (parameter values, hosts): eight
+/// bytes per step while they all match, then byte by byte.
+#[inline]
+fn long_run_of(s: &[u8], class: u16) -> usize {
+    let mut n = 0;
+    for chunk in s.chunks_exact(8) {
+        let chunk: &[u8; 8] = chunk.try_into().expect("8 bytes");
+        if chunk.iter().fold(class, |all, &c| all & CLASS[c as usize]) == 0 {
+            break;
+        }
+        n += 8;
+    }
+    n + run_of(&s[n..], class)
+}
+
+/// Whether `s` holds white space. No early exit, so that it compiles to
+/// vector compares: the callers expect none.
+#[inline]
+pub(crate) fn any_ws(s: &[u8]) -> bool {
+    s.iter().fold(false, |any, &c| {
+        any | matches!(c, b' ' | b'\t' | b'\r' | b'\n')
+    })
+}
+
 /// RFC 3261 `token` characters.
 #[inline]
 pub(crate) fn is_token(c: u8) -> bool {
@@ -154,7 +179,7 @@ pub(crate) fn host_chars(s: &[u8]) -> (bool, bool) {
 /// Length of the leading Via sent-by characters of `s`.
 #[inline]
 pub(crate) fn hostport_len(s: &[u8]) -> usize {
-    run_of(s, HOSTPORT)
+    long_run_of(s, HOSTPORT)
 }
 
 /// Length of the leading white space of `s`.
@@ -172,25 +197,18 @@ pub(crate) fn token_len(s: &[u8]) -> usize {
 /// Length of the leading header-parameter value characters of `s`.
 #[inline]
 pub(crate) fn gen_value_len(s: &[u8]) -> usize {
-    run_of(s, GEN_VALUE)
+    long_run_of(s, GEN_VALUE)
 }
 
 /// Length of the leading URI parameter characters of `s`.
 #[inline]
 pub(crate) fn uri_param_len(s: &[u8]) -> usize {
-    run_of(s, URI_PARAM)
+    long_run_of(s, URI_PARAM)
 }
 
 pub(crate) fn lws(i: &[u8]) -> PResult<'_, &[u8]> {
     let n = ws_len(i);
     Ok((&i[n..], &i[..n]))
-}
-
-pub(crate) fn token(i: &[u8]) -> PResult<'_, &[u8]> {
-    match token_len(i) {
-        0 => fail(i),
-        n => Ok((&i[n..], &i[..n])),
-    }
 }
 
 pub(crate) fn trim(mut s: &[u8]) -> &[u8] {
@@ -211,27 +229,50 @@ pub(crate) fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
+/// `s` equals `lower`, a lower-case name of letters only, in any case.
+/// Exact on any input: only a letter OR 0x20 gives a lower-case letter.
+#[inline]
+pub(crate) fn eq_lower(s: &[u8], lower: &[u8]) -> bool {
+    debug_assert!(lower.iter().all(u8::is_ascii_lowercase));
+    s.len() == lower.len() && s.iter().zip(lower).all(|(&a, &b)| a | 0x20 == b)
+}
+
+/// `s` without trailing white space.
+#[inline]
+pub(crate) fn trim_end(s: &[u8]) -> &[u8] {
+    let mut n = s.len();
+    while n > 0 && is_ws(s[n - 1]) {
+        n -= 1;
+    }
+    &s[..n]
+}
+
 /// A quoted string, quotes included. Quoted pairs may escape any octet but
 /// CR and LF; an unterminated string is an error.
 pub(crate) fn quoted_string(i: &[u8]) -> PResult<'_, &[u8]> {
+    match quoted_len(i) {
+        Some(n) => Ok((&i[n..], &i[..n])),
+        None => fail(i),
+    }
+}
+
+/// The length of the quoted string `i` starts with, quotes included.
+#[inline]
+pub(crate) fn quoted_len(i: &[u8]) -> Option<usize> {
     if i.first() != Some(&b'"') {
-        return fail(i);
+        return None;
     }
     let mut n = 1;
-    while n < i.len() {
-        match i[n] {
-            b'"' => return Ok((&i[n + 1..], &i[..n + 1])),
-            b'\\' => {
-                match i.get(n + 1) {
-                    Some(b'\r') | Some(b'\n') | None => return fail(&i[n..]),
-                    Some(_) => n += 2,
-                }
-                continue;
-            }
-            _ => n += 1,
+    loop {
+        n += memchr2(b'"', b'\\', &i[n..])?;
+        if i[n] == b'"' {
+            return Some(n + 1);
+        }
+        match i.get(n + 1) {
+            Some(b'\r') | Some(b'\n') | None => return None,
+            Some(_) => n += 2,
         }
     }
-    fail(i)
 }
 
 /// Decimal digits into a u64, refusing overflow and more than `max`.
@@ -338,7 +379,30 @@ mod tests {
             );
         }
         assert_eq!(token_len(b"INVITE sip:x"), 6);
+        for n in 0..40 {
+            let mut v = vec![b'a'; n];
+            assert_eq!(gen_value_len(&v), n);
+            v.push(b';');
+            v.extend_from_slice(b"abcdefghijklmnop");
+            assert_eq!(gen_value_len(&v), n);
+            assert_eq!(uri_param_len(&v), n);
+            for ws in [b' ', b'\t', b'\r', b'\n'] {
+                v[n] = ws;
+                assert!(any_ws(&v));
+            }
+            v[n] = b'x';
+            assert!(!any_ws(&v));
+        }
         assert_eq!(ws_len(b" \r\n\tx"), 4);
+    }
+
+    #[test]
+    fn eq_lower_is_exact() {
+        for c in 0..=255u8 {
+            assert_eq!(eq_lower(&[c], b"t"), c == b't' || c == b'T', "{c}");
+        }
+        assert!(eq_lower(b"BrAnCh", b"branch"));
+        assert!(!eq_lower(b"branc", b"branch"));
     }
 
     #[test]

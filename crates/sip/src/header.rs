@@ -29,45 +29,130 @@ pub enum HeaderName {
     Other,
 }
 
+/// The longest full name this crate knows (`Content-Length`).
+const MAX_KNOWN_LEN: usize = 14;
+
+/// A known name (full or compact) as a little-endian word, lower-cased,
+/// for matching the first 16 bytes of a line in a few operations.
+#[derive(Clone, Copy, Debug)]
+struct Pattern {
+    name: HeaderName,
+    len: usize,
+    lower: u128,
+    /// 0x20 at the letters only: OR-ing it lower-cases exactly the bytes
+    /// that are that letter in either case, so a match is exact on any
+    /// input (OR-ing it at the `-` would also let CR through).
+    fold: u128,
+    mask: u128,
+}
+
+impl Pattern {
+    const fn new(name: HeaderName, s: &str) -> Pattern {
+        let s = s.as_bytes();
+        let (mut lower, mut fold) = (0u128, 0u128);
+        let mut i = 0;
+        while i < s.len() {
+            lower |= (s[i].to_ascii_lowercase() as u128) << (8 * i);
+            if s[i].is_ascii_alphabetic() {
+                fold |= 0x20 << (8 * i);
+            }
+            i += 1;
+        }
+        Pattern {
+            name,
+            len: s.len(),
+            lower,
+            fold,
+            mask: (1u128 << (8 * s.len())) - 1,
+        }
+    }
+
+    #[inline]
+    fn matches(&self, w: u128) -> bool {
+        (w | self.fold) & self.mask == self.lower
+    }
+}
+
+/// The known names by their first letter (lower-cased), most common first.
+fn patterns(first: u8) -> &'static [Pattern] {
+    use HeaderName::*;
+    const fn p(name: HeaderName, s: &str) -> Pattern {
+        Pattern::new(name, s)
+    }
+    const A: &[Pattern] = &[p(Allow, "Allow")];
+    const C: &[Pattern] = &[
+        p(CallId, "Call-ID"),
+        p(CSeq, "CSeq"),
+        p(Contact, "Contact"),
+        p(ContentLength, "Content-Length"),
+        p(ContentType, "Content-Type"),
+        p(ContentType, "c"),
+    ];
+    const E: &[Pattern] = &[p(Expires, "Expires")];
+    const F: &[Pattern] = &[p(From, "From"), p(From, "f")];
+    const I: &[Pattern] = &[p(CallId, "i")];
+    const K: &[Pattern] = &[p(Supported, "k")];
+    const L: &[Pattern] = &[p(ContentLength, "l")];
+    const M: &[Pattern] = &[p(MaxForwards, "Max-Forwards"), p(Contact, "m")];
+    const P: &[Pattern] = &[p(ProxyRequire, "Proxy-Require"), p(Path, "Path")];
+    const R: &[Pattern] = &[
+        p(Route, "Route"),
+        p(RecordRoute, "Record-Route"),
+        p(Require, "Require"),
+        p(RetryAfter, "Retry-After"),
+    ];
+    const S: &[Pattern] = &[p(Supported, "Supported")];
+    const T: &[Pattern] = &[p(To, "To"), p(To, "t")];
+    const U: &[Pattern] = &[p(Unsupported, "Unsupported")];
+    const V: &[Pattern] = &[p(Via, "Via"), p(Via, "v")];
+    match first {
+        b'a' => A,
+        b'c' => C,
+        b'e' => E,
+        b'f' => F,
+        b'i' => I,
+        b'k' => K,
+        b'l' => L,
+        b'm' => M,
+        b'p' => P,
+        b'r' => R,
+        b's' => S,
+        b't' => T,
+        b'u' => U,
+        b'v' => V,
+        _ => &[],
+    }
+}
+
+/// The known name at the start of `w` (the first 16 bytes of a header
+/// line, little-endian) when it is followed by `:`, SP or HT, with its
+/// length. `None` for other names, which the caller scans.
+#[inline]
+pub(crate) fn known_at(line: &[u8; 16]) -> Option<(HeaderName, usize)> {
+    let w = u128::from_le_bytes(*line);
+    for p in patterns(line[0] | 0x20) {
+        if matches!(line[p.len], b':' | b' ' | b'\t') && p.matches(w) {
+            return Some((p.name, p.len));
+        }
+    }
+    None
+}
+
 impl HeaderName {
+    /// The number of variants, `Other` included.
+    pub(crate) const COUNT: usize = HeaderName::Other as usize + 1;
+
     pub fn classify(name: &[u8]) -> HeaderName {
-        use HeaderName::*;
-        if name.len() == 1 {
-            return match name[0].to_ascii_lowercase() {
-                b'v' => Via,
-                b'i' => CallId,
-                b'f' => From,
-                b't' => To,
-                b'l' => ContentLength,
-                b'm' => Contact,
-                b'c' => ContentType,
-                b'k' => Supported,
-                _ => Other,
-            };
+        if name.is_empty() || name.len() > MAX_KNOWN_LEN {
+            return HeaderName::Other;
         }
-        let eq = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
-        match name.len() {
-            2 if eq("To") => To,
-            3 if eq("Via") => Via,
-            4 if eq("CSeq") => CSeq,
-            4 if eq("From") => From,
-            4 if eq("Path") => Path,
-            5 if eq("Route") => Route,
-            5 if eq("Allow") => Allow,
-            7 if eq("Call-ID") => CallId,
-            7 if eq("Contact") => Contact,
-            7 if eq("Require") => Require,
-            7 if eq("Expires") => Expires,
-            9 if eq("Supported") => Supported,
-            11 if eq("Unsupported") => Unsupported,
-            11 if eq("Retry-After") => RetryAfter,
-            12 if eq("Max-Forwards") => MaxForwards,
-            12 if eq("Record-Route") => RecordRoute,
-            12 if eq("Content-Type") => ContentType,
-            13 if eq("Proxy-Require") => ProxyRequire,
-            14 if eq("Content-Length") => ContentLength,
-            _ => Other,
-        }
+        let mut b = [0u8; 16];
+        b[..name.len()].copy_from_slice(name);
+        let w = u128::from_le_bytes(b);
+        patterns(name[0] | 0x20)
+            .iter()
+            .find(|p| p.len == name.len() && p.matches(w))
+            .map_or(HeaderName::Other, |p| p.name)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -135,5 +220,80 @@ mod tests {
         assert_eq!(HeaderName::classify(b"l"), HeaderName::ContentLength);
         assert_eq!(HeaderName::classify(b"s"), HeaderName::Other);
         assert_eq!(HeaderName::classify(b"Call-Info"), HeaderName::Other);
+        assert_eq!(HeaderName::classify(b""), HeaderName::Other);
+        // Case folding by OR 0x20 must not let other bytes through.
+        assert_eq!(HeaderName::classify(b"Call\rID"), HeaderName::Other);
+        assert_eq!(HeaderName::classify(b"call-id"), HeaderName::CallId);
+        assert_eq!(HeaderName::classify(b"Vi\x01"), HeaderName::Other);
+    }
+
+    #[test]
+    fn known_at_line_starts() {
+        let w = |s: &[u8]| {
+            let mut b = [0u8; 16];
+            b[..s.len()].copy_from_slice(s);
+            b
+        };
+        assert_eq!(
+            known_at(&w(b"Via: SIP/2.0/UDP")),
+            Some((HeaderName::Via, 3))
+        );
+        assert_eq!(
+            known_at(&w(b"v :SIP/2.0/UDP h")),
+            Some((HeaderName::Via, 1))
+        );
+        assert_eq!(
+            known_at(&w(b"cALL-iD\t: abc")),
+            Some((HeaderName::CallId, 7))
+        );
+        assert_eq!(
+            known_at(&w(b"Content-Length:0")),
+            Some((HeaderName::ContentLength, 14))
+        );
+        assert_eq!(known_at(&w(b"Call\rID: x")), None);
+        assert_eq!(known_at(&w(b"Vias: x")), None);
+        assert_eq!(known_at(&w(b"Via\x01: x")), None);
+        assert_eq!(known_at(&w(b"User-Agent: x")), None);
+        assert_eq!(known_at(&w(b"Call-Info: x")), None);
+    }
+
+    #[test]
+    fn every_name_and_one_byte_off() {
+        let all = [
+            HeaderName::Via,
+            HeaderName::CallId,
+            HeaderName::CSeq,
+            HeaderName::From,
+            HeaderName::To,
+            HeaderName::MaxForwards,
+            HeaderName::ContentLength,
+            HeaderName::Route,
+            HeaderName::RecordRoute,
+            HeaderName::Contact,
+            HeaderName::ContentType,
+            HeaderName::ProxyRequire,
+            HeaderName::Require,
+            HeaderName::Supported,
+            HeaderName::Unsupported,
+            HeaderName::Path,
+            HeaderName::RetryAfter,
+            HeaderName::Expires,
+            HeaderName::Allow,
+        ];
+        for name in all {
+            let text = name.as_str().as_bytes();
+            assert_eq!(HeaderName::classify(text), name);
+            assert_eq!(HeaderName::classify(&text.to_ascii_uppercase()), name);
+            // Any single byte changed to anything that is not the same
+            // letter in the other case gives Other.
+            for at in 0..text.len() {
+                for c in 0..=255u8 {
+                    let mut t = text.to_vec();
+                    t[at] = c;
+                    let same = c.eq_ignore_ascii_case(&text[at]);
+                    assert_eq!(HeaderName::classify(&t) == name, same, "{t:?}");
+                }
+            }
+        }
     }
 }

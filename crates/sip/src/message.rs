@@ -2,11 +2,13 @@
 //! header boundaries and body, and typed accessors that parse on demand.
 
 use bytes::Bytes;
-use memchr::memchr;
+use memchr::{memchr, memchr3, memrchr};
 
 use crate::error::{Error, ErrorKind, HeaderSet};
-use crate::grammar::{is_token, is_ws, offset_in, parse_decimal, CommaSplit};
-use crate::header::HeaderName;
+use crate::grammar::{
+    any_ws, is_token, is_ws, offset_in, parse_decimal, token_len, trim_end, ws_len, CommaSplit,
+};
+use crate::header::{known_at, HeaderName};
 use crate::method::Method;
 use crate::uri::{Scheme, Uri};
 use crate::values::{CSeq, NameAddr, Via};
@@ -54,10 +56,23 @@ pub(crate) struct HeaderEntry {
     pub(crate) name: HeaderName,
     /// The whole line, folds and the final CRLF included.
     pub(crate) line: Span,
-    pub(crate) name_span: Span,
+    /// The name is `line.start..name_end`.
+    pub(crate) name_end: u32,
     /// The value without surrounding white space (folds inside kept).
     pub(crate) value: Span,
 }
+
+impl HeaderEntry {
+    pub(crate) fn name_span(&self) -> Span {
+        Span {
+            start: self.line.start,
+            end: self.name_end,
+        }
+    }
+}
+
+/// No header of that name (in `Head::first`).
+const ABSENT: u16 = u16::MAX;
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum StartLine {
@@ -79,14 +94,44 @@ pub(crate) struct Head {
     /// Where the start line begins (leading CRLFs are skipped).
     pub(crate) origin: u32,
     pub(crate) headers: Vec<HeaderEntry>,
+    /// Index of the first header of each name, or `ABSENT`; headers at
+    /// index `ABSENT` and above are not recorded.
+    pub(crate) first: [u16; HeaderName::COUNT],
     /// Offset of the empty line that ends the headers.
     pub(crate) headers_end: u32,
     pub(crate) content_length: Option<usize>,
 }
 
 impl Head {
+    /// An empty head for `parse_head` to fill.
+    pub(crate) fn new() -> Head {
+        Head {
+            start: StartLine::Response {
+                code: 0,
+                reason: Span::default(),
+            },
+            origin: 0,
+            headers: Vec::with_capacity(16),
+            first: [ABSENT; HeaderName::COUNT],
+            headers_end: 0,
+            content_length: None,
+        }
+    }
+
     pub(crate) fn body_start(&self) -> usize {
         self.headers_end as usize + 2
+    }
+
+    /// The first header line of that name.
+    #[inline]
+    pub(crate) fn first_of(&self, name: HeaderName) -> Option<&HeaderEntry> {
+        match self.first[name as usize] {
+            ABSENT if self.headers.len() > ABSENT as usize => self.headers[ABSENT as usize..]
+                .iter()
+                .find(|h| h.name == name),
+            ABSENT => None,
+            i => Some(&self.headers[i as usize]),
+        }
     }
 }
 
@@ -103,7 +148,7 @@ fn err<T>(kind: ErrorKind, offset: usize) -> Result<T, Error> {
 }
 
 fn check_version(v: &[u8], offset: usize) -> Result<(), Error> {
-    if v.eq_ignore_ascii_case(b"SIP/2.0") {
+    if v == b"SIP/2.0" || v.eq_ignore_ascii_case(b"SIP/2.0") {
         return Ok(());
     }
     let well_formed = v.len() > 4 && v[..4].eq_ignore_ascii_case(b"SIP/") && {
@@ -125,9 +170,10 @@ fn parse_start_line(buf: &[u8], origin: usize, eol: usize) -> Result<StartLine, 
         let sp = memchr(b' ', line).ok_or(Error::new(ErrorKind::BadStartLine, origin))?;
         check_version(&line[..sp], origin)?;
         let rest = &line[sp + 1..];
-        let code_len = rest.iter().position(|&c| c == b' ').unwrap_or(rest.len());
         let code_off = origin + sp + 1;
-        if code_len != 3 {
+        // Three characters, then the end or a space; a space among the
+        // three fails the digit check below.
+        if rest.len() < 3 || rest.get(3).is_some_and(|&c| c != b' ') {
             return err(ErrorKind::BadStatusCode, code_off);
         }
         let code = parse_decimal(&rest[..3], 699)
@@ -140,18 +186,19 @@ fn parse_start_line(buf: &[u8], origin: usize, eol: usize) -> Result<StartLine, 
         });
     }
     let bad = || Error::new(ErrorKind::BadStartLine, origin);
-    let m_end = line.iter().position(|&c| !is_token(c)).ok_or_else(bad)?;
-    if m_end == 0 || line[m_end] != b' ' {
+    let m_end = token_len(line);
+    if m_end == 0 || line.get(m_end) != Some(&b' ') {
         return Err(bad());
     }
-    let last_sp = line.iter().rposition(|&c| c == b' ').ok_or_else(bad)?;
+    let last_sp = memrchr(b' ', line).ok_or_else(bad)?;
     if last_sp <= m_end + 1 || last_sp + 1 == line.len() {
         return Err(bad());
     }
     let uri = &line[m_end + 1..last_sp];
     // Exactly one SP between elements: any other white space in the
-    // Request-URI is an error (RFC 4475 lwsruri, lwsstart, trws).
-    if uri.iter().any(|&c| is_ws(c)) {
+    // Request-URI is an error (RFC 4475 lwsruri, lwsstart, trws). The line
+    // holds no LF.
+    if memchr3(b' ', b'\t', b'\r', uri).is_some() {
         return err(ErrorKind::BadRequestUri, origin + m_end + 1);
     }
     check_version(&line[last_sp + 1..], origin + last_sp + 1)?;
@@ -162,23 +209,26 @@ fn parse_start_line(buf: &[u8], origin: usize, eol: usize) -> Result<StartLine, 
     })
 }
 
+/// Where the CRLF ending the line that starts at `from` is.
+#[inline]
+fn line_end(buf: &[u8], from: usize) -> Result<usize, Error> {
+    let nl = memchr(b'\n', &buf[from..]).ok_or(Error::new(ErrorKind::Truncated, buf.len()))? + from;
+    if nl == 0 || buf[nl - 1] != b'\r' {
+        return err(ErrorKind::BadHeaderLine, nl);
+    }
+    Ok(nl - 1)
+}
+
 /// The first pass over `buf`: start line, header lines, end of headers and
-/// Content-Length. Stops at the empty line; the body is the caller's.
-pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, Error> {
+/// Content-Length, into `head` (a `Head::new()`). Stops at the empty line;
+/// the body is the caller's.
+pub(crate) fn parse_head(buf: &[u8], limits: &Limits, head: &mut Head) -> Result<(), Error> {
     // RFC 3261 section 7.5: CRLFs before the start line are ignored.
     let mut origin = 0;
     while buf[origin..].starts_with(b"\r\n") {
         origin += 2;
     }
-    let line_end = |from: usize| -> Result<usize, Error> {
-        let nl =
-            memchr(b'\n', &buf[from..]).ok_or(Error::new(ErrorKind::Truncated, buf.len()))? + from;
-        if nl == 0 || buf[nl - 1] != b'\r' {
-            return err(ErrorKind::BadHeaderLine, nl);
-        }
-        Ok(nl - 1)
-    };
-    let eol = line_end(origin)?;
+    let eol = line_end(buf, origin)?;
     if eol - origin > limits.max_line_length {
         return err(
             ErrorKind::LineTooLong {
@@ -187,17 +237,20 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, Error> {
             origin,
         );
     }
-    let start = parse_start_line(buf, origin, eol)?;
-    let mut headers = Vec::with_capacity(16);
+    head.start = parse_start_line(buf, origin, eol)?;
+    head.origin = origin as u32;
+    let headers = &mut head.headers;
+    let first = &mut head.first;
     let mut content_length = None;
     let mut pos = eol + 2;
     loop {
         match buf.get(pos..pos + 2) {
             Some(b"\r\n") => break,
-            None | Some([b'\r']) => return err(ErrorKind::Truncated, pos),
+            None => return err(ErrorKind::Truncated, pos),
             _ => {}
         }
-        if headers.len() == limits.max_headers {
+        let index = headers.len();
+        if index == limits.max_headers {
             return err(
                 ErrorKind::TooManyHeaders {
                     limit: limits.max_headers,
@@ -206,11 +259,11 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, Error> {
             );
         }
         let line_start = pos;
-        let mut end = line_end(pos)?;
+        let mut end = line_end(buf, pos)?;
         // A CRLF followed by SP or HT folds the line.
         loop {
             match buf.get(end + 2) {
-                Some(b' ') | Some(b'\t') => end = line_end(end + 2)?,
+                Some(b' ') | Some(b'\t') => end = line_end(buf, end + 2)?,
                 Some(_) => break,
                 None => return err(ErrorKind::Truncated, buf.len()),
             }
@@ -227,49 +280,51 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, Error> {
             );
         }
         let line = &buf[line_start..end];
-        let name_len = line
-            .iter()
-            .position(|&c| !is_token(c))
-            .unwrap_or(line.len());
-        let mut colon = name_len;
-        while colon < line.len() && matches!(line[colon], b' ' | b'\t') {
-            colon += 1;
-        }
+        // Known names are matched in the line's first 16 bytes at once;
+        // the others are scanned (the match implies what the scan checks).
+        let known = buf
+            .get(line_start..line_start + 16)
+            .and_then(|w| known_at(w.try_into().expect("16 bytes")));
+        let (name, name_len) = match known {
+            Some(k) => k,
+            None => {
+                let n = token_len(line);
+                (HeaderName::classify(&line[..n]), n)
+            }
+        };
+        let colon = name_len
+            + line[name_len..]
+                .iter()
+                .take_while(|&&c| matches!(c, b' ' | b'\t'))
+                .count();
         if name_len == 0 || line.get(colon) != Some(&b':') {
             return err(ErrorKind::BadHeaderLine, line_start);
         }
-        let mut vstart = colon + 1;
-        while vstart < line.len() && is_ws(line[vstart]) {
-            vstart += 1;
-        }
-        let mut vend = line.len();
-        while vend > vstart && is_ws(line[vend - 1]) {
-            vend -= 1;
-        }
-        let name = HeaderName::classify(&line[..name_len]);
+        let vstart = colon + 1 + ws_len(&line[colon + 1..]);
+        let value = trim_end(&line[vstart..]);
         if name == HeaderName::ContentLength {
             if content_length.is_some() {
                 return err(ErrorKind::Duplicate(name), line_start);
             }
-            let v = parse_decimal(&line[vstart..vend], u32::MAX as u64)
+            let v = parse_decimal(value, u32::MAX as u64)
                 .ok_or(Error::new(ErrorKind::BadValue(name), line_start + vstart))?;
             content_length = Some(v as usize);
+        }
+        let slot = &mut first[name as usize];
+        if *slot == ABSENT && index < ABSENT as usize {
+            *slot = index as u16;
         }
         headers.push(HeaderEntry {
             name,
             line: Span::new(line_start, end + 2),
-            name_span: Span::new(line_start, line_start + name_len),
-            value: Span::new(line_start + vstart, line_start + vend),
+            name_end: (line_start + name_len) as u32,
+            value: Span::new(line_start + vstart, line_start + vstart + value.len()),
         });
         pos = end + 2;
     }
-    Ok(Head {
-        start,
-        origin: origin as u32,
-        headers,
-        headers_end: pos as u32,
-        content_length,
-    })
+    head.headers_end = pos as u32;
+    head.content_length = content_length;
+    Ok(())
 }
 
 /// A name-addr whose URI parses too: what `validate` requires. The
@@ -296,23 +351,30 @@ impl Message {
                 limits.max_message_size,
             );
         }
-        let head = parse_head(&buf, limits)?;
-        let body_start = head.body_start();
-        let body_end = match head.content_length {
+        let mut m = Message {
+            buf,
+            head: Head::new(),
+            body: Span::default(),
+        };
+        m.frame_datagram(limits)?;
+        Ok(m)
+    }
+
+    fn frame_datagram(&mut self, limits: &Limits) -> Result<(), Error> {
+        parse_head(&self.buf, limits, &mut self.head)?;
+        let body_start = self.head.body_start();
+        let body_end = match self.head.content_length {
             Some(cl) => {
                 let end = body_start + cl;
-                if end > buf.len() {
-                    return err(ErrorKind::ContentLengthExceedsData, buf.len());
+                if end > self.buf.len() {
+                    return err(ErrorKind::ContentLengthExceedsData, self.buf.len());
                 }
                 end
             }
-            None => buf.len(),
+            None => self.buf.len(),
         };
-        Ok(Message {
-            buf,
-            head,
-            body: Span::new(body_start, body_end),
-        })
+        self.body = Span::new(body_start, body_end);
+        Ok(())
     }
 
     /// Builds a message from a head found by the stream decoder.
@@ -407,7 +469,7 @@ impl Message {
         self.head
             .headers
             .iter()
-            .map(|h| (self.at(h.name_span), self.at(h.value)))
+            .map(|h| (self.at(h.name_span()), self.at(h.value)))
     }
 
     pub fn header_count(&self) -> usize {
@@ -416,25 +478,20 @@ impl Message {
 
     /// The value of the first header of that name.
     pub fn header(&self, name: HeaderName) -> Option<&[u8]> {
-        self.head
-            .headers
-            .iter()
-            .find(|h| h.name == name)
-            .map(|h| self.at(h.value))
+        self.head.first_of(name).map(|h| self.at(h.value))
     }
 
     /// The first header whose name is `name` (case-insensitive), for
     /// headers this crate has no name for.
     pub fn header_named(&self, name: &[u8]) -> Option<&[u8]> {
         let known = HeaderName::classify(name);
+        if known != HeaderName::Other {
+            return self.header(known);
+        }
         self.head
             .headers
             .iter()
-            .find(|h| {
-                h.name == known
-                    && (known != HeaderName::Other
-                        || self.at(h.name_span).eq_ignore_ascii_case(name))
-            })
+            .find(|h| h.name == known && self.at(h.name_span()).eq_ignore_ascii_case(name))
             .map(|h| self.at(h.value))
     }
 
@@ -464,6 +521,18 @@ impl Message {
     }
 
     pub fn top_via(&self) -> Result<Via<'_>, Error> {
+        // The first value parsed where it starts, without splitting the
+        // line on commas first: a Via holds no comma, `<` or `"` outside
+        // its quoted parameter values, so when it is followed by a comma
+        // or the end, that is exactly the first value `vias` would find.
+        if let Some(h) = self.head.first_of(HeaderName::Via) {
+            if let Some((via, rest)) = Via::parse_prefix(self.at(h.value)) {
+                let rest = &rest[ws_len(rest)..];
+                if rest.is_empty() || rest[0] == b',' {
+                    return Ok(via);
+                }
+            }
+        }
         self.vias().next().unwrap_or_else(|| {
             let mut m = HeaderSet::default();
             m.insert(HeaderName::Via);
@@ -481,7 +550,7 @@ impl Message {
 
     pub fn call_id(&self) -> Result<&[u8], Error> {
         let v = self.required(HeaderName::CallId)?;
-        if v.is_empty() || v.iter().any(|&c| is_ws(c)) {
+        if v.is_empty() || any_ws(v) {
             return Err(self.bad(HeaderName::CallId, v));
         }
         Ok(v)
@@ -585,7 +654,7 @@ impl Message {
     /// headers. The first fault is returned; missing headers are all named.
     pub fn validate(&self) -> Result<(), Error> {
         let mut seen = HeaderSet::default();
-        for h in &self.head.headers {
+        for h in self.head.headers.iter() {
             let v = self.at(h.value);
             let single = matches!(
                 h.name,

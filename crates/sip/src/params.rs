@@ -1,7 +1,9 @@
 //! `;name=value` parameter lists of header values and of URIs.
 
+use std::ops::Range;
+
 use crate::grammar::{
-    fail, gen_value_len, quoted_string, token_len, uri_param_len, ws_len, PResult,
+    eq_lower, gen_value_len, is_ws, quoted_len, token_len, uri_param_len, ws_len,
 };
 
 /// Which grammar a parameter list follows: header parameters allow LWS
@@ -18,6 +20,26 @@ pub(crate) enum ParamKind {
 pub struct Params<'a> {
     raw: &'a [u8],
     kind: ParamKind,
+    /// The first `branch` or `tag` parameter, noted while parsing: what a
+    /// proxy reads on every message, answered without a second walk.
+    known: Option<Known>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Known {
+    branch: bool,
+    /// The value's range in `raw`.
+    value: Option<(u32, u32)>,
+}
+
+impl Known {
+    fn name(&self) -> &'static [u8] {
+        if self.branch {
+            b"branch"
+        } else {
+            b"tag"
+        }
+    }
 }
 
 /// One parameter: the name and the value as written (quotes kept).
@@ -31,29 +53,30 @@ pub struct Param<'a> {
 
 impl<'a> Params<'a> {
     pub(crate) const fn empty(kind: ParamKind) -> Self {
-        Params { raw: b"", kind }
+        Params {
+            raw: b"",
+            kind,
+            known: None,
+        }
     }
 
-    /// Parses `*(SEMI param)` and returns the list and what follows it.
-    pub(crate) fn parse(i: &'a [u8], kind: ParamKind) -> PResult<'a, Params<'a>> {
-        let mut rest = i;
-        let mut end = i;
-        loop {
-            match one_param(rest, kind) {
-                Ok((r, Some(_))) => {
-                    rest = r;
-                    end = r;
-                }
-                Ok((_, None)) => break,
-                Err(e) => return Err(e),
+    /// Parses `*(SEMI param)` and returns the list and what follows it;
+    /// `None` when a parameter is malformed.
+    pub(crate) fn parse(i: &'a [u8], kind: ParamKind) -> Option<(&'a [u8], Params<'a>)> {
+        let mut end = 0;
+        let mut known = None;
+        while let Some(p) = scan(i, end, kind)? {
+            end = p.end;
+            if known.is_none() && kind == ParamKind::Header {
+                known = Known::of(i, &p);
             }
         }
-        let used = i.len() - end.len();
-        Ok((
-            end,
+        Some((
+            &i[end..],
             Params {
-                raw: &i[..used],
+                raw: &i[..end],
                 kind,
+                known,
             },
         ))
     }
@@ -75,11 +98,27 @@ impl<'a> Params<'a> {
 
     /// `Some(None)` for a parameter present without a value.
     pub fn get(&self, name: &[u8]) -> Option<Option<&'a [u8]>> {
+        if let Some(k) = self.known {
+            // The first of either name is the first of its own name.
+            if eq_lower(name, k.name()) {
+                return Some(k.value.map(|(s, e)| &self.raw[s as usize..e as usize]));
+            }
+        }
         self.find(name).map(|p| p.value)
     }
 
     pub fn find(&self, name: &[u8]) -> Option<Param<'a>> {
-        self.iter().find(|p| p.name.eq_ignore_ascii_case(name))
+        let i = self.raw;
+        let mut at = 0;
+        // The list was validated when it was parsed: every scan succeeds.
+        while let Some(Some(p)) = scan(i, at, self.kind) {
+            let n = &i[p.name.clone()];
+            if n.len() == name.len() && n.eq_ignore_ascii_case(name) {
+                return Some(p.param(i));
+            }
+            at = p.end;
+        }
+        None
     }
 
     pub fn contains(&self, name: &[u8]) -> bool {
@@ -87,15 +126,59 @@ impl<'a> Params<'a> {
     }
 }
 
-/// Parses one `;name[=value]`, or returns `None` (consuming nothing) when
-/// no `;` comes next.
-fn one_param(i: &[u8], kind: ParamKind) -> PResult<'_, Option<Param<'_>>> {
+/// One parameter found by `scan`, as offsets into the scanned text.
+struct Found {
+    start: usize,
+    name: Range<usize>,
+    value: Option<Range<usize>>,
+    end: usize,
+}
+
+impl Known {
+    fn of(i: &[u8], p: &Found) -> Option<Known> {
+        let name = &i[p.name.clone()];
+        let branch = if eq_lower(name, b"branch") {
+            true
+        } else if eq_lower(name, b"tag") {
+            false
+        } else {
+            return None;
+        };
+        let value = match p.value.clone() {
+            Some(v) => Some((u32::try_from(v.start).ok()?, u32::try_from(v.end).ok()?)),
+            None => None,
+        };
+        Some(Known { branch, value })
+    }
+}
+
+impl Found {
+    fn param<'a>(&self, i: &'a [u8]) -> Param<'a> {
+        Param {
+            name: &i[self.name.clone()],
+            value: self.value.clone().map(|v| &i[v]),
+            raw: &i[self.start..self.end],
+        }
+    }
+}
+
+/// Scans one `;name[=value]` of `i` from `at`: `Some(None)` when no `;`
+/// comes next, `None` when the parameter is malformed.
+#[inline(always)]
+fn scan(i: &[u8], at: usize, kind: ParamKind) -> Option<Option<Found>> {
     let header = kind == ParamKind::Header;
     // Header parameters allow LWS around `;` and `=`; URI ones do not.
-    let skip = |at: usize| if header { at + ws_len(&i[at..]) } else { at };
-    let start = skip(0);
+    let skip = |at: usize| {
+        // Most often there is none: test one byte before scanning.
+        if header && i.get(at).is_some_and(|&c| is_ws(c)) {
+            at + ws_len(&i[at..])
+        } else {
+            at
+        }
+    };
+    let start = skip(at);
     if i.get(start) != Some(&b';') {
-        return Ok((i, None));
+        return Some(None);
     }
     let name_at = skip(start + 1);
     let name_len = if header {
@@ -104,15 +187,15 @@ fn one_param(i: &[u8], kind: ParamKind) -> PResult<'_, Option<Param<'_>>> {
         uri_param_len(&i[name_at..])
     };
     if name_len == 0 {
-        return fail(&i[name_at..]);
+        return None;
     }
     let after_name = name_at + name_len;
     let eq = skip(after_name);
     let (end, value) = if i.get(eq) == Some(&b'=') {
         let v = skip(eq + 1);
         if header && i.get(v) == Some(&b'"') {
-            let (rest, q) = quoted_string(&i[v..])?;
-            (i.len() - rest.len(), Some(q))
+            let n = quoted_len(&i[v..])?;
+            (v + n, Some(v..v + n))
         } else {
             let n = if header {
                 gen_value_len(&i[v..])
@@ -122,21 +205,19 @@ fn one_param(i: &[u8], kind: ParamKind) -> PResult<'_, Option<Param<'_>>> {
             // `rport` and friends may carry an empty value after `=`
             // only in broken stacks; RFC 3261 requires a value.
             if n == 0 {
-                return fail(&i[v..]);
+                return None;
             }
-            (v + n, Some(&i[v..v + n]))
+            (v + n, Some(v..v + n))
         }
     } else {
         (after_name, None)
     };
-    Ok((
-        &i[end..],
-        Some(Param {
-            name: &i[name_at..after_name],
-            value,
-            raw: &i[start..end],
-        }),
-    ))
+    Some(Some(Found {
+        start,
+        name: name_at..after_name,
+        value,
+        end,
+    }))
 }
 
 #[derive(Clone, Debug)]
@@ -148,13 +229,10 @@ pub struct ParamIter<'a> {
 impl<'a> Iterator for ParamIter<'a> {
     type Item = Param<'a>;
     fn next(&mut self) -> Option<Param<'a>> {
-        match one_param(self.rest, self.kind) {
-            Ok((r, Some(p))) => {
-                self.rest = r;
-                Some(p)
-            }
-            _ => None,
-        }
+        let p = scan(self.rest, 0, self.kind)??;
+        let param = p.param(self.rest);
+        self.rest = &self.rest[p.end..];
+        Some(param)
     }
 }
 
@@ -178,9 +256,34 @@ mod tests {
     }
 
     #[test]
+    fn noted_tag_and_branch_answer_as_the_walk_does() {
+        for list in [
+            &b";tag=1;branch=2;tag=3"[..],
+            b";branch=z9hG4bK1;TAG=x;Branch=y",
+            b" ; Tag ;tag=2",
+            b";lr;BRANCH = \"q\"",
+            b";foo=bar",
+        ] {
+            let (_, p) = Params::parse(list, ParamKind::Header).unwrap();
+            for name in [
+                &b"tag"[..],
+                b"TAG",
+                b"branch",
+                b"bRanch",
+                b"lr",
+                b"foo",
+                b"ta",
+            ] {
+                let walked = p.iter().find(|q| q.name.eq_ignore_ascii_case(name));
+                assert_eq!(p.get(name), walked.map(|q| q.value), "{list:?} {name:?}");
+            }
+        }
+    }
+
+    #[test]
     fn empty_param_names_are_errors() {
-        assert!(Params::parse(b";;,;,,", ParamKind::Header).is_err());
-        assert!(Params::parse(b";branch=", ParamKind::Header).is_err());
+        assert!(Params::parse(b";;,;,,", ParamKind::Header).is_none());
+        assert!(Params::parse(b";branch=", ParamKind::Header).is_none());
     }
 
     #[test]

@@ -106,7 +106,8 @@ impl StreamDecoder {
                 self.limits.max_message_size,
             ));
         }
-        let head = parse_head(&self.buf[..head_len], &self.limits)?;
+        let mut head = Head::new();
+        parse_head(&self.buf[..head_len], &self.limits, &mut head)?;
         let cl = head
             .content_length
             .ok_or(Error::new(ErrorKind::MissingContentLength, end))?;

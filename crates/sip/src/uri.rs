@@ -56,6 +56,13 @@ impl fmt::Display for Host<'_> {
 /// Parses `hostname / IPv4address / IPv6reference`. The whole input must be
 /// the host.
 pub fn parse_host(s: &[u8]) -> Option<Host<'_>> {
+    // The common case first: a dotted quad is all digits and dots, so the
+    // general path below would read it the same way.
+    if s.first().is_some_and(u8::is_ascii_digit) {
+        if let Some(a) = parse_ipv4(s) {
+            return Some(Host::V4(a));
+        }
+    }
     match s.first()? {
         b'[' => {
             let inner = s.strip_prefix(b"[")?.strip_suffix(b"]")?;
@@ -80,22 +87,37 @@ pub fn parse_host(s: &[u8]) -> Option<Host<'_>> {
     }
 }
 
-/// Dotted-quad IPv4 from digits and dots, as `Ipv4Addr::from_str` reads
-/// it: four parts of one to three digits, no leading zero, each <= 255.
+/// Dotted-quad IPv4 as `Ipv4Addr::from_str` reads it: four parts of one
+/// to three digits, no leading zero, each <= 255. One pass.
 fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];
-    let mut parts = s.split(|&c| c == b'.');
-    for o in &mut octets {
-        let p = parts.next()?;
-        if p.is_empty() || p.len() > 3 || (p.len() > 1 && p[0] == b'0') {
-            return None;
+    let mut part = 0;
+    let mut v: u16 = 0;
+    let mut digits = 0;
+    for &c in s {
+        if c == b'.' {
+            if digits == 0 || part == 3 {
+                return None;
+            }
+            octets[part] = u8::try_from(v).ok()?;
+            part += 1;
+            v = 0;
+            digits = 0;
+        } else {
+            let d = c.wrapping_sub(b'0');
+            // A fourth digit, or a digit after a leading zero.
+            if d > 9 || digits == 3 || (digits == 1 && v == 0) {
+                return None;
+            }
+            v = v * 10 + u16::from(d);
+            digits += 1;
         }
-        let v = p
-            .iter()
-            .fold(0u16, |v, &d| v * 10 + u16::from(d.wrapping_sub(b'0')));
-        *o = u8::try_from(v).ok()?;
     }
-    parts.next().is_none().then_some(Ipv4Addr::from(octets))
+    if digits == 0 || part != 3 {
+        return None;
+    }
+    octets[3] = u8::try_from(v).ok()?;
+    Some(Ipv4Addr::from(octets))
 }
 
 /// Splits `host[:port]`, IPv6 references included.
@@ -189,7 +211,7 @@ impl<'a> Uri<'a> {
                 let semi = rest.iter().position(|&c| c == b';').unwrap_or(rest.len());
                 uri.user = Some(&rest[..semi]);
                 let (left, params) =
-                    Params::parse(&rest[semi..], ParamKind::Uri).map_err(|_| UriError)?;
+                    Params::parse(&rest[semi..], ParamKind::Uri).ok_or(UriError)?;
                 if !left.is_empty() {
                     return Err(UriError);
                 }
@@ -253,7 +275,7 @@ impl<'a> Uri<'a> {
         };
         let (host, port) = split_hostport(&hostpart[..end_of_hostport]).ok_or(UriError)?;
         let (after, params) =
-            Params::parse(&hostpart[end_of_hostport..], ParamKind::Uri).map_err(|_| UriError)?;
+            Params::parse(&hostpart[end_of_hostport..], ParamKind::Uri).ok_or(UriError)?;
         check_escapes(params.as_bytes())?;
         let headers = match after {
             [] => None,
@@ -456,6 +478,16 @@ mod tests {
             "1.2.3.4.",
             "999.1.1.1",
             "1000.1.1.1",
+            "",
+            ".",
+            "1.2.3.",
+            ".1.2.3",
+            "0.0.0.00",
+            "1.2.3.4a",
+            "a.1.2.3",
+            "1.2:3.4",
+            "255.255.255.256",
+            "10.0.0.255",
         ] {
             assert_eq!(parse_ipv4(s.as_bytes()), s.parse::<Ipv4Addr>().ok(), "{s}");
         }

@@ -1,8 +1,10 @@
 //! Typed header values: Via, name-addr (From, To, Contact, Route,
 //! Record-Route), CSeq. Each is a set of views into the message.
 
+use memchr::memchr;
+
 use crate::grammar::{
-    hostport_len, is_token, is_ws, lws, parse_decimal, quoted_string, token, token_len, trim,
+    any_ws, hostport_len, is_token, is_ws, lws, parse_decimal, quoted_string, token_len, trim,
     ws_len,
 };
 use crate::method::Method;
@@ -29,6 +31,16 @@ pub struct Via<'a> {
 
 impl<'a> Via<'a> {
     pub fn parse(raw: &'a [u8]) -> Option<Via<'a>> {
+        let (via, rest) = Self::parse_prefix(raw)?;
+        if !trim(rest).is_empty() {
+            return None;
+        }
+        Some(Via { raw, ..via })
+    }
+
+    /// Parses a Via value at the start of `raw` and returns it (its `raw`
+    /// up to the end of its parameters) with what follows.
+    pub(crate) fn parse_prefix(raw: &'a [u8]) -> Option<(Via<'a>, &'a [u8])> {
         // sent-protocol = name SLASH version SLASH transport, where SLASH
         // is "/" with optional LWS around it.
         let token_at = |at: usize| -> Option<(usize, &'a [u8])> {
@@ -39,9 +51,15 @@ impl<'a> Via<'a> {
             let at = at + ws_len(&raw[at..]);
             (raw.get(at) == Some(&b'/')).then(|| at + 1 + ws_len(&raw[at + 1..]))
         };
-        let (at, name) = token_at(ws_len(raw))?;
-        let (at, version) = token_at(slash(at)?)?;
-        let (at, transport) = token_at(slash(at)?)?;
+        let (at, name, version) = if raw.starts_with(b"SIP/2.0/") {
+            // As every stack writes it: the general case finds the same.
+            (8 + ws_len(&raw[8..]), &raw[..3], &raw[4..7])
+        } else {
+            let (at, name) = token_at(ws_len(raw))?;
+            let (at, version) = token_at(slash(at)?)?;
+            (slash(at)?, name, version)
+        };
+        let (at, transport) = token_at(at)?;
         let ws = ws_len(&raw[at..]);
         if ws == 0 {
             return None;
@@ -53,14 +71,11 @@ impl<'a> Via<'a> {
         }
         // LWS may also surround the colon of sent-by; it is rare enough to
         // allow only the compact form plus an optional port after spaces.
+        let (host, port) = split_hostport(&raw[at..at + n])?;
         let sent_by = &raw[at..at + n];
-        let (host, port) = split_hostport(sent_by)?;
-        let (rest, params) = Params::parse(&raw[at + n..], ParamKind::Header).ok()?;
-        if !trim(rest).is_empty() {
-            return None;
-        }
-        Some(Via {
-            raw,
+        let (rest, params) = Params::parse(&raw[at + n..], ParamKind::Header)?;
+        let via = Via {
+            raw: &raw[..raw.len() - rest.len()],
             protocol_name: name,
             protocol_version: version,
             transport,
@@ -68,7 +83,8 @@ impl<'a> Via<'a> {
             port,
             sent_by,
             params,
-        })
+        };
+        Some((via, rest))
     }
 
     pub fn branch(&self) -> Option<&'a [u8]> {
@@ -142,8 +158,8 @@ impl<'a> NameAddr<'a> {
         };
         let (uri, bracketed, rest) = if let Some(inner) = after_display.strip_prefix(b"<") {
             // Up to the first `>`, with no white space on the way.
-            let gt = inner.iter().position(|&c| c == b'>' || is_ws(c))?;
-            if inner[gt] != b'>' || gt == 0 {
+            let gt = memchr(b'>', inner)?;
+            if gt == 0 || any_ws(&inner[..gt]) {
                 return None;
             }
             let uri = &inner[..gt];
@@ -176,7 +192,7 @@ impl<'a> NameAddr<'a> {
         if !scheme_ok {
             return None;
         }
-        let (rest, params) = Params::parse(rest, ParamKind::Header).ok()?;
+        let (rest, params) = Params::parse(rest, ParamKind::Header)?;
         if !trim(rest).is_empty() {
             return None;
         }
@@ -215,12 +231,11 @@ impl<'a> CSeq<'a> {
             .unwrap_or(v.len());
         // RFC 3261 section 8.1.1.5: less than 2**31.
         let seq = parse_decimal(&v[..digits], (1 << 31) - 1)? as u32;
-        let (rest, ws) = lws(&v[digits..]).ok()?;
-        if ws.is_empty() {
-            return None;
-        }
-        let (rest, m) = token(rest).ok()?;
-        if !rest.is_empty() {
+        let rest = &v[digits..];
+        let ws = ws_len(rest);
+        // LWS, then a method token and nothing else.
+        let m = &rest[ws..];
+        if ws == 0 || m.is_empty() || token_len(m) != m.len() {
             return None;
         }
         Some(CSeq {
