@@ -10,9 +10,9 @@
 //! 16.6 step 8), `id` tells our branches (both hosts' when paired) from
 //! anyone else's.
 
-use std::fmt::Write;
+use crate::wire::push_hex;
 
-const PREFIX: &str = "z9hG4bKtv";
+pub(crate) const PREFIX: &[u8] = b"z9hG4bKtv";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Branch {
@@ -21,24 +21,47 @@ pub(crate) struct Branch {
     pub(crate) loop_hash: u32,
 }
 
-pub(crate) fn make(id: u32, tx: u64, loop_hash: u32) -> String {
-    let mut s = String::with_capacity(44);
-    let _ = write!(s, "{PREFIX}{id:x}.{tx:x}.{loop_hash:x}");
-    s
+/// Appends the branch; `out` usually holds our Via prefix up to `PREFIX`.
+pub(crate) fn write(out: &mut Vec<u8>, id: u32, tx: u64, loop_hash: u32) {
+    out.extend_from_slice(PREFIX);
+    push_hex(out, id.into());
+    out.push(b'.');
+    push_hex(out, tx);
+    out.push(b'.');
+    push_hex(out, loop_hash.into());
 }
 
 /// A branch for requests forwarded statelessly (ACK for 2xx): a function
 /// of the incoming branch, so retransmissions get the same one.
-pub(crate) fn make_stateless(id: u32, hash: u64) -> String {
-    format!("{PREFIX}{id:x}.s.{hash:x}")
+pub(crate) fn write_stateless(out: &mut Vec<u8>, id: u32, hash: u64) {
+    out.extend_from_slice(PREFIX);
+    push_hex(out, id.into());
+    out.extend_from_slice(b".s.");
+    push_hex(out, hash);
+}
+
+/// Lower-case hex of at most 16 digits, as we write it.
+fn hex(b: &[u8]) -> Option<u64> {
+    if b.is_empty() || b.len() > 16 {
+        return None;
+    }
+    b.iter().try_fold(0u64, |n, &c| {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => return None,
+        };
+        Some(n << 4 | u64::from(d))
+    })
 }
 
 pub(crate) fn parse(b: &[u8]) -> Option<Branch> {
-    let rest = std::str::from_utf8(b.strip_prefix(PREFIX.as_bytes())?).ok()?;
-    let mut it = rest.split('.');
-    let id = u32::from_str_radix(it.next()?, 16).ok()?;
-    let tx = u64::from_str_radix(it.next()?, 16).ok()?;
-    let loop_hash = u32::from_str_radix(it.next()?, 16).ok()?;
+    let rest = b.strip_prefix(PREFIX)?;
+    let mut it = rest.split(|&c| c == b'.');
+    let id = u32::try_from(hex(it.next()?)?).ok()?;
+    let tx = hex(it.next()?)?;
+    let loop_hash = u32::try_from(hex(it.next()?)?).ok()?;
     it.next().is_none().then_some(Branch { id, tx, loop_hash })
 }
 
@@ -48,17 +71,21 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let b = make(0xabc, u64::MAX, 12);
-        assert!(b.starts_with("z9hG4bK"));
+        let mut b = vec![];
+        write(&mut b, 0xabc, u64::MAX, 12);
+        assert!(b.starts_with(b"z9hG4bK"));
         assert_eq!(
-            parse(b.as_bytes()),
+            parse(&b),
             Some(Branch {
                 id: 0xabc,
                 tx: u64::MAX,
                 loop_hash: 12
             })
         );
-        assert_eq!(parse(make_stateless(1, 99).as_bytes()), None);
+        let mut s = vec![];
+        write_stateless(&mut s, 1, 99);
+        assert_eq!(parse(&s), None);
+        assert_eq!(parse(b"z9hG4bKtv1.10000000000000000.1"), None);
         assert_eq!(parse(b"z9hG4bKtvp1.0.1"), None);
         assert_eq!(parse(b"z9hG4bK776asdhds"), None);
     }

@@ -12,7 +12,7 @@ use crate::health::HealthMonitor;
 use crate::io::{Incoming, Transmit, Transport};
 use crate::metrics::{Metrics, DROP_REASONS, METHODS};
 use crate::pair::SyncRecord;
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, TopVia};
 use crate::Event;
 
 /// One Edge's row of `trunkvip status`.
@@ -73,10 +73,11 @@ impl Core {
         })
     }
 
-    /// One UDP datagram.
+    /// One UDP datagram. The core may keep `data` (the request of a
+    /// transaction): give it a buffer of the datagram's own size.
     pub fn handle(&mut self, now: Instant, incoming: Incoming, data: Bytes) {
         match Message::parse_datagram(data.clone(), &self.limits) {
-            Ok(msg) => self.handle_message(now, incoming, msg),
+            Ok(msg) => self.dispatch(now, incoming, &msg, false),
             Err(e) => self.proxy.handle_unparseable(incoming, &data, &e),
         }
         self.pump();
@@ -84,12 +85,20 @@ impl Core {
 
     /// One framed TCP or TLS message.
     pub fn handle_message(&mut self, now: Instant, incoming: Incoming, msg: Message) {
-        if !msg.is_request() && self.health.handle_response(now, &msg) {
-            self.pump();
-            return;
-        }
-        self.proxy.handle_message(now, incoming, msg);
+        self.dispatch(now, incoming, &msg, true);
         self.pump();
+    }
+
+    /// The top Via is parsed here once, for the health monitor and the
+    /// forwarder both.
+    fn dispatch(&mut self, now: Instant, incoming: Incoming, msg: &Message, framed: bool) {
+        let via = TopVia::of(msg);
+        if let (Some(code), Some(branch)) = (msg.status(), via.and_then(|v| v.branch)) {
+            if self.health.handle_response(now, code, branch) {
+                return;
+            }
+        }
+        self.proxy.handle_message(now, incoming, msg, via, framed);
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {

@@ -9,14 +9,14 @@
 //! the lifetime; the table refuses new dialogs when full rather than evict
 //! a live one.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::collections::VecDeque;
+use std::hash::Hasher;
 use std::time::Instant;
 
 use siphasher::sip::SipHasher13;
 
 use crate::config::DialogConfig;
-use crate::hash::fnv1a;
+use crate::hash::{fnv1a, random_key, HashKeyed};
 use crate::pair::SyncRecord;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,31 +36,13 @@ pub(crate) struct Dialog {
     expires: Instant,
 }
 
-/// The keys are hashes already: use them as they are.
-#[derive(Debug, Default)]
-struct Identity(u64);
-
-impl Hasher for Identity {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 /// How many changes wait for the pair channel before the table gives up
 /// on increments and asks for a full resync.
 const FEED_MAX: usize = 65_536;
 
 #[derive(Debug)]
 pub(crate) struct DialogTable {
-    map: HashMap<u64, Dialog, BuildHasherDefault<Identity>>,
+    map: HashKeyed<Dialog>,
     keys: SipHasher13,
     cfg: DialogConfig,
     per_edge: Vec<usize>,
@@ -77,16 +59,10 @@ impl DialogTable {
     /// `key`: the SipHash key; both hosts of a pair derive the same one
     /// from their shared secret, and `sync` turns the change feed on.
     pub(crate) fn new(cfg: DialogConfig, edges: usize, key: Option<[u8; 16]>, sync: bool) -> Self {
-        let key = key.unwrap_or_else(|| {
-            // No pair: any unpredictable key will do.
-            let r = RandomState::new();
-            let mut k = [0u8; 16];
-            k[..8].copy_from_slice(&r.hash_one(1u8).to_le_bytes());
-            k[8..].copy_from_slice(&r.hash_one(2u8).to_le_bytes());
-            k
-        });
+        // No pair: any unpredictable key will do.
+        let key = key.unwrap_or_else(random_key);
         DialogTable {
-            map: HashMap::default(),
+            map: HashKeyed::default(),
             keys: SipHasher13::new_with_key(&key),
             cfg,
             per_edge: vec![0; edges],

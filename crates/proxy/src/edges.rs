@@ -77,23 +77,31 @@ impl EdgePool {
     }
 
     /// Healthy Edges in the order a new dialog tries them: best priority
-    /// first, by weighted rendezvous score within a priority.
-    pub(crate) fn candidates(&self, call_id: &[u8]) -> Vec<u16> {
+    /// first, by weighted rendezvous score within a priority. Written into
+    /// `out` (priority, score, Edge), which the caller reuses.
+    pub(crate) fn candidates_into(&self, call_id: &[u8], out: &mut Vec<(u8, f64, u16)>) {
         let key = fnv1a(call_id);
-        let mut c: Vec<(u8, f64, u16)> = self
-            .edges
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.healthy)
-            .map(|(n, e)| {
-                (
-                    e.config.priority,
-                    score(key, e.name_hash, e.config.weight),
-                    n as u16,
-                )
-            })
-            .collect();
-        c.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
+        out.clear();
+        out.extend(
+            self.edges
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.healthy)
+                .map(|(n, e)| {
+                    (
+                        e.config.priority,
+                        score(key, e.name_hash, e.config.weight),
+                        n as u16,
+                    )
+                }),
+        );
+        out.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
+    }
+
+    #[cfg(test)]
+    pub(crate) fn candidates(&self, call_id: &[u8]) -> Vec<u16> {
+        let mut c = Vec::new();
+        self.candidates_into(call_id, &mut c);
         c.into_iter().map(|x| x.2).collect()
     }
 }

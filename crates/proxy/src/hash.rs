@@ -35,3 +35,35 @@ impl Fnv {
         mix(self.0)
     }
 }
+
+/// A `Hasher` for keys that are keyed hashes already: the key as it is.
+#[derive(Debug, Default)]
+pub(crate) struct Identity(u64);
+
+impl std::hash::Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A map keyed by a keyed hash (SipHash under a secret key).
+pub(crate) type HashKeyed<V> =
+    std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<Identity>>;
+
+/// A SipHash key nobody outside the process can predict.
+pub(crate) fn random_key() -> [u8; 16] {
+    use std::hash::BuildHasher;
+    let r = std::collections::hash_map::RandomState::new();
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&r.hash_one(1u8).to_le_bytes());
+    k[8..].copy_from_slice(&r.hash_one(2u8).to_le_bytes());
+    k
+}

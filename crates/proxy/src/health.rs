@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use trunkvip_sip::build::Builder;
-use trunkvip_sip::Message;
 
 use crate::config::{EdgeConfig, HealthConfig};
 use crate::io::{Origin, Transmit, Transport};
@@ -150,16 +149,10 @@ impl HealthMonitor {
         st.next_probe = Some(now + self.cfg.interval);
     }
 
-    /// Takes a response if it answers one of our probes.
-    pub(crate) fn handle_response(&mut self, now: Instant, msg: &Message) -> bool {
-        let Some(code) = msg.status() else {
-            return false;
-        };
-        let Some((instance, edge, seq)) = msg
-            .top_via()
-            .ok()
-            .and_then(|v| parse_probe_branch(v.branch()?))
-        else {
+    /// Takes a response if it answers one of our probes: its code and the
+    /// branch of its top Via.
+    pub(crate) fn handle_response(&mut self, now: Instant, code: u16, branch: &[u8]) -> bool {
+        let Some((instance, edge, seq)) = parse_probe_branch(branch) else {
             return false;
         };
         if instance != self.instance || edge >= self.state.len() {

@@ -36,11 +36,13 @@ mod hash;
 mod health;
 mod io;
 mod metrics;
+mod pages;
 pub mod pair;
 mod proxy;
 mod ratelimit;
 mod salvage;
 mod timer;
+mod wire;
 
 pub use crate::config::{
     CarrierTarget, ConfigError, DialogConfig, EdgeConfig, HealthConfig, ProxyConfig, Timers,

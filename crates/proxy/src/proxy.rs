@@ -3,29 +3,35 @@
 //! client transactions toward the next hop, failover between Edges, and
 //! the routing of in-dialog requests by Record-Route or Call-ID affinity.
 //!
-//! Two habits keep it cheap. Each message is parsed once into [`Facts`],
+//! Three habits keep it cheap. Each message is parsed once into [`Facts`],
 //! which holds what a proxy must check and nothing more (RFC 3261 16.3:
-//! a proxy validates the fields it processes). And a transaction keeps one
-//! copy of its request, the forwarded one: it is retransmitted as is, it is
-//! the template of CANCEL and ACK, of the next branch on failover, and of
-//! our own final answers.
+//! a proxy validates the fields it processes). A request and the branch
+//! forwarding it share one entry, [`Txn`], which keeps one copy of the
+//! request, as received: every branch, retransmission, CANCEL, ACK and
+//! answer of ours is made from it. And what goes out is written by
+//! splicing into the received bytes, with our Via, Record-Route and
+//! numbers written in place, never through `format!`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::Hasher;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use slab::Slab;
-use trunkvip_sip::build::{response_to, Builder};
-use trunkvip_sip::{CSeq, Editor, HeaderName, Host, Message, Method, Scheme, Uri, Via};
+use bytes::Bytes;
+use siphasher::sip::SipHasher13;
+use trunkvip_sip::{
+    CSeq, HeaderName, Host, Message, Method, NameAddr, Param, Scheme, Uri, Via, BRANCH_COOKIE,
+};
 
 use crate::config::ProxyConfig;
 use crate::dialogs::{DialogState, DialogTable};
 use crate::edges::EdgePool;
-use crate::hash::{fnv1a, Fnv};
+use crate::hash::{fnv1a, random_key, Fnv, HashKeyed};
 use crate::io::{ConnectionId, Incoming, Origin, Transmit, Transport};
 use crate::metrics::{method_index, DropReason, Metrics};
-use crate::timer::{Armed, Owner, TimerKind, TimerQueue};
+use crate::pages::Pages;
+use crate::timer::{Armed, TimerKind, TimerQueue, SWEEP};
+use crate::wire::{self, off, push_dec, push_header, Splices};
 use crate::Event;
 
 /// The URI parameter of our Record-Route that names the dialog's Edge.
@@ -36,7 +42,9 @@ pub(crate) const EDGE_PARAM: &[u8] = b"tve";
 pub(crate) enum Hop {
     Edge(u16),
     Carrier(u16),
-    Addr(SocketAddr, Transport),
+    /// An address a URI names (no flow label or scope: a `SocketAddr`
+    /// would take 32 bytes for them).
+    Addr(IpAddr, u16, Transport),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -46,16 +54,196 @@ struct Peer {
     connection: Option<ConnectionId>,
 }
 
+/// The top Via and the parameters the proxy reads of it, found in one
+/// pass (each lookup by name would walk the parameters again).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TopVia<'m> {
+    pub(crate) via: Via<'m>,
+    pub(crate) branch: Option<&'m [u8]>,
+    rport: Option<Param<'m>>,
+    received: Option<Param<'m>>,
+}
+
+impl<'m> TopVia<'m> {
+    pub(crate) fn new(via: Via<'m>) -> Self {
+        let mut t = TopVia {
+            via,
+            branch: None,
+            rport: None,
+            received: None,
+        };
+        let mut branch = None;
+        for p in ValidParams::new(via.params.as_bytes()) {
+            let slot = if p.name.eq_ignore_ascii_case(b"branch") {
+                &mut branch
+            } else if p.name.eq_ignore_ascii_case(b"rport") {
+                &mut t.rport
+            } else if p.name.eq_ignore_ascii_case(b"received") {
+                &mut t.received
+            } else {
+                continue;
+            };
+            if slot.is_none() {
+                *slot = Some(p);
+            }
+        }
+        t.branch = branch.and_then(|p: Param<'m>| p.value);
+        t
+    }
+
+    /// The top Via of `msg`. A value with no quote or angle bracket ends
+    /// at its first comma: no need for the general list splitter.
+    pub(crate) fn of(msg: &'m Message) -> Option<Self> {
+        let line = msg.header(HeaderName::Via)?;
+        let via = if memchr::memchr2(b'"', b'<', line).is_none() {
+            let first = memchr::memchr(b',', line).map_or(line, |n| &line[..n]);
+            Via::parse(trim_ws(first))
+        } else {
+            None
+        };
+        via.or_else(|| msg.top_via().ok()).map(TopVia::new)
+    }
+
+    /// The branch carries the RFC 3261 magic cookie (and more).
+    fn has_rfc3261_branch(&self) -> bool {
+        self.branch
+            .is_some_and(|b| b.len() > BRANCH_COOKIE.len() && b.starts_with(BRANCH_COOKIE))
+    }
+}
+
+fn is_ws(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+fn trim_ws(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if !is_ws(*first) {
+            break;
+        }
+        s = rest;
+    }
+    while let [rest @ .., last] = s {
+        if !is_ws(*last) {
+            break;
+        }
+        s = rest;
+    }
+    s
+}
+
+/// The parameters of a list the parser validated (`Params::as_bytes`):
+/// the same items as `Params::iter`, found by their delimiters alone.
+struct ValidParams<'a> {
+    rest: &'a [u8],
+    /// No white space and no quoted string: `;` and `=` delimit all.
+    plain: bool,
+}
+
+impl<'a> ValidParams<'a> {
+    fn new(raw: &'a [u8]) -> Self {
+        // Short lists: a loop beats setting up a vector search.
+        let plain = !raw.iter().any(|&c| c == b'"' || is_ws(c));
+        ValidParams { rest: raw, plain }
+    }
+}
+
+impl<'a> Iterator for ValidParams<'a> {
+    type Item = Param<'a>;
+    fn next(&mut self) -> Option<Param<'a>> {
+        let b = self.rest;
+        if self.plain {
+            let body = b.strip_prefix(b";")?;
+            let end = body
+                .iter()
+                .position(|&c| c == b';')
+                .map_or(b.len(), |n| n + 1);
+            let item = &b[1..end];
+            let (name, value) = match item.iter().position(|&c| c == b'=') {
+                Some(n) => (&item[..n], Some(&item[n + 1..])),
+                None => (item, None),
+            };
+            self.rest = &b[end..];
+            return Some(Param {
+                name,
+                value,
+                raw: &b[..end],
+            });
+        }
+        let skip = |mut i: usize| {
+            while b.get(i).copied().is_some_and(is_ws) {
+                i += 1;
+            }
+            i
+        };
+        let start = skip(0);
+        if b.get(start) != Some(&b';') {
+            return None;
+        }
+        let name_at = skip(start + 1);
+        let mut i = name_at;
+        while b
+            .get(i)
+            .is_some_and(|&c| !is_ws(c) && c != b'=' && c != b';')
+        {
+            i += 1;
+        }
+        let name = &b[name_at..i];
+        let eq = skip(i);
+        let (end, value) = if b.get(eq) == Some(&b'=') {
+            let v = skip(eq + 1);
+            let mut j = v;
+            if b.get(j) == Some(&b'"') {
+                j += 1;
+                while j < b.len() {
+                    match b[j] {
+                        b'\\' => j += 2,
+                        b'"' => {
+                            j += 1;
+                            break;
+                        }
+                        _ => j += 1,
+                    }
+                }
+                j = j.min(b.len());
+            } else {
+                while b.get(j).is_some_and(|&c| !is_ws(c) && c != b';') {
+                    j += 1;
+                }
+            }
+            (j, Some(&b[v..j]))
+        } else {
+            (i, None)
+        };
+        self.rest = &b[end..];
+        Some(Param {
+            name,
+            value,
+            raw: &b[start..end],
+        })
+    }
+}
+
 /// What the proxy reads of a message, parsed once.
 #[derive(Clone, Copy, Debug)]
 struct Facts<'m> {
-    via: Via<'m>,
+    via: TopVia<'m>,
     call_id: &'m [u8],
     cseq: CSeq<'m>,
+    /// Requests only from here: the values as written, for our answers.
+    from: &'m [u8],
+    to: &'m [u8],
+    cseq_raw: &'m [u8],
     from_tag: Option<&'m [u8]>,
     to_tag: Option<&'m [u8]>,
     max_forwards: Option<u8>,
+    routes: Routes<'m>,
+    /// A Via line names one of our hosts: the loop check must look.
+    maybe_looped: bool,
+    /// The Via lines, when there are at most `VIA_LINES`.
+    via_lines: Option<([&'m [u8]; VIA_LINES], u8)>,
 }
+
+const VIA_LINES: usize = 4;
 
 /// A fault that gets a 4xx answer: code and reason phrase.
 type Refusal = (u16, String);
@@ -64,48 +252,33 @@ fn bad(what: &str) -> Refusal {
     (400, format!("Bad Request ({what})"))
 }
 
-/// The checks of RFC 3261 16.3 step 1 on the fields a proxy processes.
-fn request_facts(msg: &Message) -> Result<Facts<'_>, Refusal> {
-    let f = common_facts(msg)?;
-    let from = msg.from().map_err(|e| (e.status(), e.reason_phrase()))?;
-    let to = msg.to().map_err(|e| (e.status(), e.reason_phrase()))?;
-    for name in [
-        HeaderName::CallId,
-        HeaderName::CSeq,
-        HeaderName::From,
-        HeaderName::To,
-        HeaderName::MaxForwards,
-    ] {
-        if msg.header_values(name).nth(1).is_some() {
-            return Err(bad(&format!("more than one {name}")));
-        }
-    }
-    if Some(f.cseq.method_raw) != msg.method_bytes() {
-        return Err(bad("CSeq method does not match"));
-    }
-    let max_forwards = msg
-        .max_forwards()
-        .map_err(|e| (e.status(), e.reason_phrase()))?;
-    Ok(Facts {
-        from_tag: from.tag(),
-        to_tag: to.tag(),
-        max_forwards,
-        ..f
-    })
+fn refusal(e: trunkvip_sip::Error) -> Refusal {
+    (e.status(), e.reason_phrase())
 }
 
-fn common_facts(msg: &Message) -> Result<Facts<'_>, Refusal> {
-    let via = msg.top_via().map_err(|e| (e.status(), e.reason_phrase()))?;
-    let call_id = msg.call_id().map_err(|e| (e.status(), e.reason_phrase()))?;
-    let cseq = msg.cseq().map_err(|e| (e.status(), e.reason_phrase()))?;
+fn common_facts<'m>(msg: &'m Message, via: TopVia<'m>) -> Result<Facts<'m>, Refusal> {
+    let call_id = msg.call_id().map_err(refusal)?;
+    let cseq = msg.cseq().map_err(refusal)?;
     Ok(Facts {
         via,
         call_id,
         cseq,
+        from: b"",
+        to: b"",
+        cseq_raw: b"",
         from_tag: None,
         to_tag: None,
         max_forwards: None,
+        routes: Routes::default(),
+        maybe_looped: false,
+        via_lines: None,
     })
+}
+
+/// A kept request parsed again: failover, retransmission, CANCEL, ACK,
+/// the paths off the common one.
+fn reparse(request: &Bytes) -> Option<Message> {
+    Message::parse(request.clone()).ok()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,30 +291,6 @@ enum SState {
     Confirmed,
 }
 
-#[derive(Debug)]
-struct ServerTxn {
-    gen: u32,
-    key: Box<[u8]>,
-    method: Method,
-    peer: Peer,
-    state: SState,
-    /// Our final non-2xx answer, for retransmissions.
-    last_response: Option<Bytes>,
-    /// The branch in progress.
-    client: Option<(usize, u32)>,
-    /// Hops still to try on failover, best first.
-    candidates: Vec<Hop>,
-    new_dialog: bool,
-    /// The Edge the request came from, if it came from one.
-    from_edge: Option<u16>,
-    cancelled: bool,
-    /// The loop-detection hash of the request, for new branches.
-    loop_hash: u32,
-    /// Timer G's current interval, in milliseconds.
-    g_interval: u32,
-    armed: Armed,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CState {
     Trying,
@@ -150,82 +299,212 @@ enum CState {
     Accepted,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Cancel {
     None,
     /// CANCEL asked for; it goes once a provisional arrives.
     Pending,
-    /// Sent and retransmitted (its interval in `ClientTxn::interval`).
-    Sent(Bytes),
+    /// Sent and retransmitted (its interval in `Client::interval`).
+    Sent,
     Answered,
 }
 
+/// Hops still to try on failover, best first: Edges or carriers by index,
+/// a few inline (no allocation for a typical pool).
 #[derive(Debug)]
-struct ClientTxn {
-    gen: u32,
-    /// The transaction part of its branch.
-    tx: u64,
-    /// The server transaction this branch serves; `None` once abandoned
-    /// (failover) or for requests we make ourselves.
-    server: Option<(usize, u32)>,
+struct Candidates {
+    list: List,
+    next: u32,
+    carriers: bool,
+}
+
+const INLINE: usize = 7;
+
+#[derive(Debug)]
+enum List {
+    Inline(u8, [u16; INLINE]),
+    Heap(Box<[u16]>),
+}
+
+impl Default for Candidates {
+    fn default() -> Self {
+        Candidates::new(false, &[])
+    }
+}
+
+impl Candidates {
+    fn new(carriers: bool, items: &[u16]) -> Self {
+        Self::collect(carriers, items.iter().copied())
+    }
+
+    fn collect(carriers: bool, items: impl ExactSizeIterator<Item = u16>) -> Self {
+        let list = if items.len() <= INLINE {
+            let mut a = [0; INLINE];
+            let mut n = 0;
+            for (slot, x) in a.iter_mut().zip(items) {
+                *slot = x;
+                n += 1;
+            }
+            List::Inline(n, a)
+        } else {
+            List::Heap(items.collect())
+        };
+        Candidates {
+            list,
+            next: 0,
+            carriers,
+        }
+    }
+
+    fn items(&self) -> &[u16] {
+        match &self.list {
+            List::Inline(n, a) => &a[..usize::from(*n)],
+            List::Heap(b) => b,
+        }
+    }
+
+    /// The ones not tried yet.
+    fn rest(&self) -> &[u16] {
+        self.items().get(self.next as usize..).unwrap_or_default()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rest().is_empty()
+    }
+
+    fn pop(&mut self) -> Option<Hop> {
+        let n = *self.rest().first()?;
+        self.next += 1;
+        Some(if self.carriers {
+            Hop::Carrier(n)
+        } else {
+            Hop::Edge(n)
+        })
+    }
+
+    fn clear(&mut self) {
+        *self = Candidates::default();
+    }
+}
+
+/// The server side of a transaction: toward whoever sent the request.
+#[derive(Debug)]
+struct Server {
+    state: SState,
+    cancelled: bool,
+    /// Timer G's current interval, in milliseconds.
+    g_interval: u32,
+    /// Our final non-2xx answer, for retransmissions.
+    response: Option<Bytes>,
+    candidates: Candidates,
+}
+
+/// The client side: the branch toward the next hop.
+#[derive(Debug)]
+struct Client {
     hop: Hop,
-    dest: SocketAddr,
-    transport: Transport,
-    /// The request as sent; emptied once a final answer makes it useless.
-    request: Bytes,
-    /// How many Record-Route lines of ours `request` starts with.
-    rr_lines: u8,
-    invite: bool,
     state: CState,
     got_provisional: bool,
     cancel: Cancel,
-    /// The ACK of a final answer, re-sent on its retransmissions.
-    ack: Option<Bytes>,
+    /// A request we made ourselves (a ghost BYE): `Txn::request` is sent
+    /// as it is.
+    own: bool,
     /// The current retransmission interval, in milliseconds.
     interval: u32,
+    /// The ACK of a final non-2xx answer, re-sent on its retransmissions.
+    ack: Option<Bytes>,
+}
+
+/// A request and the branch forwarding it. A branch given up on failover
+/// keeps its entry (with no server side) to CANCEL or hang up a late
+/// answer; the server side moves to a new entry with the next branch.
+#[derive(Debug)]
+struct Txn {
+    /// The server side's key in `server_index`: a keyed hash of its
+    /// RFC 3261 transaction key (17.2.3).
+    skey: u64,
+    /// The client side's key in `by_branch`: the tx part of its branch.
+    tx: u64,
+    /// The request as received; empty once no side needs it.
+    request: Bytes,
+    peer: Peer,
+    /// The loop-detection hash of the request, for every branch.
+    loop_hash: u32,
+    /// The Edge the request came from, if it came from one.
+    from_edge: Option<u16>,
+    method: Method,
+    new_dialog: bool,
+    server: Option<Server>,
+    client: Option<Client>,
     armed: Armed,
 }
 
-/// What the next branch is made from.
-enum Template<'a> {
-    /// The request as received, with its facts.
-    Incoming(&'a Message, &'a Facts<'a>),
-    /// The request of the previous branch, as we sent it.
-    Previous(Bytes, u8),
+/// Of the Route values of a request, what routing needs.
+#[derive(Clone, Copy, Debug, Default)]
+struct Routes<'m> {
+    /// The first value.
+    first: Option<&'m [u8]>,
+    /// How many leading values name us.
+    ours: usize,
+    /// The Edge our Record-Route named.
+    edge: Option<usize>,
+    /// The first URI that is not ours.
+    next: Option<&'m [u8]>,
+}
+
+enum RouteValue<'m> {
+    Ours(Option<&'m [u8]>),
+    Other(&'m [u8]),
+    BadUri,
+    BadNameAddr,
 }
 
 pub(crate) struct Proxy {
     cfg: ProxyConfig,
     pub(crate) edges: EdgePool,
     pub(crate) dialogs: DialogTable,
-    servers: Slab<ServerTxn>,
-    server_index: HashMap<Box<[u8]>, usize>,
-    clients: Slab<ClientTxn>,
+    txns: Pages<Txn>,
+    /// Server and client sides alive.
+    servers: usize,
+    clients: usize,
+    server_index: HashKeyed<u32>,
+    /// Client sides by the transaction part of their branch.
+    by_branch: HashKeyed<u32>,
     timers: TimerQueue,
-    gen: u32,
     out: VecDeque<Transmit>,
     pub(crate) events: VecDeque<Event>,
     pub(crate) metrics: Metrics,
     draining: bool,
     our_ips: Vec<IpAddr>,
     /// Our service hosts as written in a Via, to find our Vias cheaply.
-    our_via_hosts: Vec<Vec<u8>>,
+    our_via_hosts: Vec<memchr::memmem::Finder<'static>>,
     to_tag: String,
     retry_after: String,
     limiter: crate::ratelimit::Limiter,
     /// Marks our branches: the instance, or the pair's shared id.
     branch_id: u32,
     /// Keys the transaction part of our branches (shared by a pair).
-    branch_key: siphasher::sip::SipHasher13,
-    /// Client transactions by the transaction part of their branch.
-    by_branch: HashMap<u64, usize>,
+    branch_key: SipHasher13,
+    /// Keys the server index (shared by a pair, as branches derive from it).
+    server_key: SipHasher13,
+    /// Per transport: `SIP/2.0/UDP host:port;branch=`.
+    via_prefix: [Vec<u8>; 3],
+    /// Per Edge and transport: our Record-Route (and Path) value.
+    record_route: Vec<[Vec<u8>; 3]>,
+    /// Per transport: our Record-Route up to the Edge name, to know our
+    /// Route without parsing it.
+    route_prefix: [Vec<u8>; 3],
+    splices: Splices,
+    /// Scratch for ordering the Edges of a new dialog.
+    edge_order: Vec<(u8, f64, u16)>,
+    ghost_seq: u64,
 }
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Proxy")
-            .field("servers", &self.servers.len())
-            .field("clients", &self.clients.len())
+            .field("servers", &self.servers)
+            .field("clients", &self.clients)
             .field("dialogs", &self.dialogs.len())
             .finish()
     }
@@ -255,41 +534,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The transaction key of a request (RFC 3261 section 17.2.3): branch,
-/// sent-by and method (ACK folds into INVITE's), or the RFC 2543 fallback
-/// when the branch lacks the cookie.
-fn server_key(msg: &Message, f: &Facts<'_>) -> Box<[u8]> {
-    let method = msg.method().unwrap_or(Method::Other);
-    let mut k = Vec::with_capacity(64);
-    match method {
-        Method::Invite | Method::Ack | Method::Cancel => k.push(b'I'),
-        _ => {
-            k.push(b'N');
-            k.extend_from_slice(msg.method_bytes().unwrap_or_default());
-            k.push(b' ');
-        }
-    }
-    if f.via.has_rfc3261_branch() {
-        k.extend_from_slice(f.via.branch().unwrap_or_default());
-        k.push(b' ');
-        k.extend_from_slice(f.via.sent_by);
-    } else {
-        // RFC 2543: Request-URI, To tag, From tag, Call-ID, CSeq number, top
-        // Via (the ACK's To tag and Request-URI may differ from the INVITE's).
-        if method != Method::Ack {
-            k.extend_from_slice(msg.request_uri_bytes().unwrap_or_default());
-            k.push(b' ');
-            k.extend_from_slice(f.to_tag.unwrap_or_default());
-        }
-        k.push(b' ');
-        k.extend_from_slice(f.from_tag.unwrap_or_default());
-        k.push(b' ');
-        k.extend_from_slice(f.call_id);
-        k.extend_from_slice(&f.cseq.seq.to_le_bytes());
-        k.extend_from_slice(f.via.raw);
-    }
-    k.into_boxed_slice()
-}
+const TRANSPORTS: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Tls];
 
 /// The loop-detection half of our branch (RFC 3261 16.6 step 8): a hash of
 /// what identifies the request, not of the Vias, so a request that comes
@@ -312,19 +557,76 @@ fn loop_hash(msg: &Message, f: &Facts<'_>) -> u32 {
     h.finish() as u32
 }
 
+/// Where the headers of `msg` end (the empty line), in `msg.as_bytes()`.
+fn headers_end(msg: &Message) -> usize {
+    off(msg.as_bytes(), msg.body()) - 2
+}
+
+/// A URI parameter value we can match byte for byte, as we write names.
+fn plain(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&c))
+}
+
 impl Proxy {
     pub(crate) fn new(cfg: ProxyConfig, now: Instant) -> Self {
         let mut our_ips: Vec<IpAddr> = cfg.service.iter().map(|s| canonical(s.1.ip())).collect();
         our_ips.push(canonical(cfg.host_address));
         our_ips.dedup();
-        let mut our_via_hosts: Vec<Vec<u8>> = cfg
+        let mut hosts: Vec<Vec<u8>> = cfg
             .service
             .iter()
             .map(|s| fmt_host(s.1.ip()).into_bytes())
             .collect();
-        our_via_hosts.dedup();
-        let mut timers = TimerQueue::default();
-        timers.push(now + SWEEP_EVERY, Owner::Sweep, TimerKind::ServerLinger, 0);
+        hosts.dedup();
+        let our_via_hosts = hosts
+            .iter()
+            .map(|h| memchr::memmem::Finder::new(h).into_owned())
+            .collect();
+        let mut timers = TimerQueue::new(now);
+        timers.push_sweep(now, SWEEP_EVERY);
+        // Both hosts of a pair derive the same keys from their secret, so
+        // they give a request the same branch; alone, a random key.
+        let sip_key = |purpose: &str| {
+            let mut key = [0u8; 16];
+            match &cfg.pair_secret {
+                Some(s) => key.copy_from_slice(&crate::pair::derive_key(s, purpose)[..16]),
+                None => key = random_key(),
+            }
+            SipHasher13::new_with_key(&key)
+        };
+        let service = |t: Transport| {
+            cfg.service_addr(t)
+                .or_else(|| cfg.service.first().map(|s| s.1))
+                .expect("validated: at least one listener")
+        };
+        let via_prefix = TRANSPORTS
+            .map(|t| format!("SIP/2.0/{} {};branch=", t.via_name(), service(t)).into_bytes());
+        let route_prefix = TRANSPORTS.map(|t| {
+            let a = service(t);
+            let param = std::str::from_utf8(EDGE_PARAM).expect("ascii");
+            format!(
+                "<sip:{}:{};transport={};lr;{param}=",
+                fmt_host(a.ip()),
+                a.port(),
+                t.param()
+            )
+            .into_bytes()
+        });
+        let record_route = cfg
+            .edges
+            .iter()
+            .map(|e| {
+                std::array::from_fn(|t| {
+                    let mut v = route_prefix[t].clone();
+                    v.extend_from_slice(e.name.as_bytes());
+                    v.push(b'>');
+                    v
+                })
+            })
+            .collect();
         Proxy {
             edges: EdgePool::new(&cfg.edges),
             dialogs: {
@@ -337,11 +639,12 @@ impl Proxy {
                 });
                 DialogTable::new(cfg.dialogs, cfg.edges.len(), key, cfg.pair_secret.is_some())
             },
-            servers: Slab::new(),
-            server_index: HashMap::new(),
-            clients: Slab::new(),
+            txns: Pages::default(),
+            servers: 0,
+            clients: 0,
+            server_index: HashKeyed::default(),
+            by_branch: HashKeyed::default(),
             timers,
-            gen: 0,
             out: VecDeque::new(),
             events: VecDeque::new(),
             metrics: Metrics::default(),
@@ -357,16 +660,14 @@ impl Proxy {
                 }
                 None => cfg.instance,
             },
-            branch_key: {
-                let k = match &cfg.pair_secret {
-                    Some(s) => crate::pair::derive_key(s, "branch key"),
-                    None => crate::pair::derive_key(&cfg.instance.to_le_bytes(), "branch key"),
-                };
-                let mut key = [0u8; 16];
-                key.copy_from_slice(&k[..16]);
-                siphasher::sip::SipHasher13::new_with_key(&key)
-            },
-            by_branch: HashMap::new(),
+            branch_key: sip_key("branch key"),
+            server_key: sip_key("server key"),
+            via_prefix,
+            record_route,
+            route_prefix,
+            splices: Splices::default(),
+            edge_order: Vec::new(),
+            ghost_seq: 0,
             retry_after: cfg.retry_after.to_string(),
             cfg,
         }
@@ -387,35 +688,35 @@ impl Proxy {
     /// Transactions still waiting for a final answer (lingering ones that
     /// only absorb retransmissions do not count).
     pub(crate) fn in_flight(&self) -> usize {
-        let servers = self
-            .servers
+        self.txns
             .iter()
-            .filter(|(_, s)| s.state == SState::Proceeding);
-        let clients = self
-            .clients
-            .iter()
-            .filter(|(_, c)| matches!(c.state, CState::Trying | CState::Proceeding));
-        servers.count() + clients.count()
+            .map(|(_, t)| {
+                let s = t
+                    .server
+                    .as_ref()
+                    .is_some_and(|s| s.state == SState::Proceeding);
+                let c = t
+                    .client
+                    .as_ref()
+                    .is_some_and(|c| matches!(c.state, CState::Trying | CState::Proceeding));
+                usize::from(s) + usize::from(c)
+            })
+            .sum()
     }
 
     /// Transactions alive, lingering ones included.
     pub(crate) fn alive(&self) -> usize {
-        self.servers.len() + self.clients.len()
+        self.servers + self.clients
     }
 
     pub(crate) fn transactions(&self) -> (usize, usize) {
-        (self.servers.len(), self.clients.len())
+        (self.servers, self.clients)
     }
 
     pub(crate) fn set_edge_health(&mut self, edge: usize, healthy: bool) {
         if let Some(e) = self.edges.edges.get_mut(edge) {
             e.healthy = healthy;
         }
-    }
-
-    fn next_gen(&mut self) -> u32 {
-        self.gen = self.gen.wrapping_add(1);
-        self.gen
     }
 
     fn send(
@@ -434,11 +735,8 @@ impl Proxy {
         });
     }
 
-    fn service_addr(&self, t: Transport) -> SocketAddr {
-        self.cfg
-            .service_addr(t)
-            .or_else(|| self.cfg.service.first().map(|s| s.1))
-            .expect("validated: at least one listener")
+    fn send_to(&mut self, peer: Peer, payload: Bytes) {
+        self.send(peer.addr, peer.transport, peer.connection, payload);
     }
 
     fn hop_addr(&self, hop: Hop) -> (SocketAddr, Transport) {
@@ -451,7 +749,7 @@ impl Proxy {
                 let c = &self.cfg.carriers[n as usize];
                 (c.address, c.transport)
             }
-            Hop::Addr(a, t) => (a, t),
+            Hop::Addr(ip, port, t) => (SocketAddr::new(ip, port), t),
         }
     }
 
@@ -491,10 +789,11 @@ impl Proxy {
     }
 
     /// Where responses to a request go (RFC 3261 18.2.2, RFC 3581).
-    fn response_peer(incoming: &Incoming, via: &Via<'_>) -> Peer {
-        let addr = if incoming.transport.is_reliable() || via.rport().is_some() {
+    fn response_peer(incoming: &Incoming, top: &TopVia<'_>) -> Peer {
+        let addr = if incoming.transport.is_reliable() || top.rport.is_some() {
             incoming.source
         } else {
+            let via = &top.via;
             let default = if via.is_transport("TLS") { 5061 } else { 5060 };
             SocketAddr::new(incoming.source.ip(), via.port.unwrap_or(default))
         };
@@ -505,9 +804,147 @@ impl Proxy {
         }
     }
 
+    /// The checks of RFC 3261 16.3 step 1 on the fields a proxy processes,
+    /// and what routing reads: one pass over the header lines.
+    fn facts<'m>(&self, msg: &'m Message, via: TopVia<'m>) -> Result<Facts<'m>, Refusal> {
+        let f = common_facts(msg, via)?;
+        let from = msg.from().map_err(refusal)?;
+        let to = msg.to().map_err(refusal)?;
+        const ONCE: [HeaderName; 5] = [
+            HeaderName::CallId,
+            HeaderName::CSeq,
+            HeaderName::From,
+            HeaderName::To,
+            HeaderName::MaxForwards,
+        ];
+        let mut seen = [0u8; ONCE.len()];
+        let (mut cseq_raw, mut maybe_looped) = (&b""[..], false);
+        let (mut route_lines, mut route) = (0usize, &b""[..]);
+        let (mut vias, mut n_vias) = ([&b""[..]; VIA_LINES], 0usize);
+        for (name, value) in msg.headers() {
+            let h = HeaderName::classify(name);
+            match h {
+                HeaderName::Via => {
+                    maybe_looped =
+                        maybe_looped || self.our_via_hosts.iter().any(|f| f.find(value).is_some());
+                    if let Some(slot) = vias.get_mut(n_vias) {
+                        *slot = value;
+                    }
+                    n_vias += 1;
+                }
+                HeaderName::Route => {
+                    route_lines += 1;
+                    route = value;
+                }
+                _ => {
+                    if let Some(n) = ONCE.iter().position(|&o| o == h) {
+                        if seen[n] == 0 && h == HeaderName::CSeq {
+                            cseq_raw = value;
+                        }
+                        seen[n] = seen[n].saturating_add(1);
+                    }
+                }
+            }
+        }
+        if let Some(n) = seen.iter().position(|&c| c > 1) {
+            return Err(bad(&format!("more than one {}", ONCE[n])));
+        }
+        if Some(f.cseq.method_raw) != msg.method_bytes() {
+            return Err(bad("CSeq method does not match"));
+        }
+        let max_forwards = msg.max_forwards().map_err(refusal)?;
+        Ok(Facts {
+            from: from.raw,
+            to: to.raw,
+            cseq_raw,
+            from_tag: from.tag(),
+            to_tag: to.tag(),
+            max_forwards,
+            routes: match route_lines {
+                0 => Routes::default(),
+                // One value alone on its line: no list to split.
+                1 if memchr::memchr2(b',', b'"', route).is_none() => {
+                    self.routes_of(std::iter::once(route))
+                }
+                _ => self.routes(msg),
+            },
+            maybe_looped,
+            via_lines: (n_vias <= VIA_LINES).then_some((vias, n_vias as u8)),
+            ..f
+        })
+    }
+
+    /// The transaction key of a request (RFC 3261 section 17.2.3), hashed:
+    /// branch, sent-by and method (ACK and CANCEL fold into INVITE's), or
+    /// the RFC 2543 fallback when the branch lacks the cookie. The key is
+    /// secret and 64 bits wide, so two live requests never share one in
+    /// practice and nobody can make them.
+    fn server_key(&self, msg: &Message, f: &Facts<'_>) -> u64 {
+        let method = msg.method().unwrap_or(Method::Other);
+        let mut h = self.server_key;
+        match method {
+            Method::Invite | Method::Ack | Method::Cancel => h.write(b"I"),
+            _ => {
+                h.write(b"N");
+                h.write(msg.method_bytes().unwrap_or_default());
+                h.write(b" ");
+            }
+        }
+        match f.via.branch {
+            Some(b) if f.via.has_rfc3261_branch() => {
+                h.write(b);
+                h.write(b" ");
+                h.write(f.via.via.sent_by);
+            }
+            _ => {
+                // RFC 2543: Request-URI, To tag, From tag, Call-ID, CSeq
+                // number, top Via (the ACK's To tag and Request-URI may
+                // differ from the INVITE's).
+                if method != Method::Ack {
+                    h.write(msg.request_uri_bytes().unwrap_or_default());
+                    h.write(b" ");
+                    h.write(f.to_tag.unwrap_or_default());
+                }
+                h.write(b" ");
+                h.write(f.from_tag.unwrap_or_default());
+                h.write(b" ");
+                h.write(f.call_id);
+                h.write(&f.cseq.seq.to_le_bytes());
+                h.write(f.via.via.raw);
+            }
+        }
+        h.finish()
+    }
+
+    /// The transaction part of a branch: the incoming transaction and the
+    /// next hop under the pair's key (branch.rs).
+    fn branch_tx(&self, skey: u64, hop: Hop) -> u64 {
+        let mut h = self.branch_key;
+        h.write(&skey.to_le_bytes());
+        h.write(&hop_tag(hop));
+        h.finish()
+    }
+
+    /// Our Via value: prefix, branch, `;rport`.
+    fn write_via(&self, out: &mut Vec<u8>, t: Transport, tx: u64, loop_hash: u32) {
+        out.extend_from_slice(&self.via_prefix[t as usize]);
+        crate::branch::write(out, self.branch_id, tx, loop_hash);
+        out.extend_from_slice(b";rport");
+    }
+
     // ----- entry points -------------------------------------------------
 
-    pub(crate) fn handle_message(&mut self, now: Instant, incoming: Incoming, msg: Message) {
+    /// `via`: the top Via, parsed by the caller. `framed`: the message came
+    /// on a stream, its buffer shared with the stream's; a request kept
+    /// from it is copied out.
+    pub(crate) fn handle_message(
+        &mut self,
+        now: Instant,
+        incoming: Incoming,
+        msg: &Message,
+        via: Option<TopVia<'_>>,
+        framed: bool,
+    ) {
         let edge = self.edges.by_source(incoming.source);
         if let Some(e) = edge {
             self.edges.edges[e].last_heard = Some(now);
@@ -517,9 +954,9 @@ impl Proxy {
             return;
         }
         if msg.is_request() {
-            self.on_request(now, incoming, edge, &msg);
+            self.on_request(now, incoming, edge, msg, via, framed);
         } else {
-            self.on_response(now, &msg);
+            self.on_response(now, msg, via);
         }
     }
 
@@ -559,59 +996,100 @@ impl Proxy {
 
     // ----- our own answers ----------------------------------------------
 
-    /// Answers a request we hold as received.
+    /// Answers a request ourselves (RFC 3261 8.2.6.2): its Vias, From, To
+    /// (with our tag on an answer above 100 when it has none), Call-ID,
+    /// CSeq, then `extra`. `f`: the request's facts, when it passed the
+    /// checks. `fixed`: the top Via carries the `received` and `rport` its
+    /// forwarded copy got (an answer to a request we forwarded).
+    #[allow(clippy::too_many_arguments)]
     fn answer(
         &mut self,
         req: &Message,
+        f: Option<&Facts<'_>>,
         peer: Peer,
         code: u16,
         reason: &str,
         extra: &[(&str, &[u8])],
+        fixed: bool,
     ) -> Bytes {
+        let mut b = Vec::with_capacity(req.as_bytes().len().min(1024) + 128);
+        b.extend_from_slice(b"SIP/2.0 ");
+        push_dec(&mut b, code.into());
+        b.push(b' ');
+        b.extend_from_slice(reason.as_bytes());
+        b.extend_from_slice(b"\r\n");
+        let top = f.map(|f| &f.via).filter(|_| fixed);
+        let known = f.and_then(|f| f.via_lines);
+        let lines = known
+            .iter()
+            .flat_map(|(l, n)| &l[..usize::from(*n)])
+            .copied();
+        let all = known
+            .is_none()
+            .then(|| req.headers())
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| HeaderName::classify(name) == HeaderName::Via)
+            .map(|(_, v)| v);
+        for v in lines.chain(all) {
+            match top {
+                Some(t) if wire::contains(v, t.via.raw) => {
+                    let (received, rport) = via_fixes(t, peer);
+                    let mut s = Splices::default();
+                    via_fix_splices(&mut s, v, t, received, rport);
+                    push_header(&mut b, b"Via", &s.apply(v));
+                }
+                _ => push_header(&mut b, b"Via", v),
+            }
+        }
         let tag = (code > 100).then_some(self.to_tag.as_bytes());
-        let mut b = response_to(req, code, reason, tag);
-        for (n, v) in extra {
-            b.push(n, v);
+        match f {
+            Some(f) => {
+                push_header(&mut b, b"From", f.from);
+                b.extend_from_slice(b"To: ");
+                b.extend_from_slice(f.to);
+                if let (Some(tag), None) = (tag, f.to_tag) {
+                    b.extend_from_slice(b";tag=");
+                    b.extend_from_slice(tag);
+                }
+                b.extend_from_slice(b"\r\n");
+                push_header(&mut b, b"Call-ID", f.call_id);
+                push_header(&mut b, b"CSeq", f.cseq_raw);
+            }
+            None => {
+                for v in req.header_values(HeaderName::From) {
+                    push_header(&mut b, b"From", v);
+                }
+                match (req.header(HeaderName::To), tag) {
+                    (Some(to), Some(tag)) if req.to().is_ok_and(|t| t.tag().is_none()) => {
+                        b.extend_from_slice(b"To: ");
+                        b.extend_from_slice(to);
+                        b.extend_from_slice(b";tag=");
+                        b.extend_from_slice(tag);
+                        b.extend_from_slice(b"\r\n");
+                    }
+                    _ => {
+                        for v in req.header_values(HeaderName::To) {
+                            push_header(&mut b, b"To", v);
+                        }
+                    }
+                }
+                for v in req.header_values(HeaderName::CallId) {
+                    push_header(&mut b, b"Call-ID", v);
+                }
+                for v in req.header_values(HeaderName::CSeq) {
+                    push_header(&mut b, b"CSeq", v);
+                }
+            }
         }
-        let resp = b.finish();
+        for (n, v) in extra {
+            push_header(&mut b, n.as_bytes(), v);
+        }
+        b.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        let resp = Bytes::from(b);
         self.metrics.responses_local[class(code)] += 1;
-        self.send(peer.addr, peer.transport, peer.connection, resp.clone());
+        self.send_to(peer, resp.clone());
         resp
-    }
-
-    /// Answers a request from the copy we forwarded: its Vias but ours.
-    fn answer_forwarded(
-        &mut self,
-        fwd: &Bytes,
-        peer: Peer,
-        code: u16,
-        reason: &str,
-        extra: &[(&str, &[u8])],
-    ) -> Option<Bytes> {
-        let fwd = Message::parse(fwd.clone()).ok()?;
-        let mut b = Builder::response(code, reason);
-        for v in fwd.header_values(HeaderName::Via).skip(1) {
-            b.push("Via", v);
-        }
-        b.copy_from(&fwd, HeaderName::From);
-        let to = fwd.header(HeaderName::To).unwrap_or_default();
-        if fwd.to().ok().and_then(|t| t.tag()).is_none() && code > 100 {
-            let mut v = to.to_vec();
-            v.extend_from_slice(b";tag=");
-            v.extend_from_slice(self.to_tag.as_bytes());
-            b.push("To", &v);
-        } else {
-            b.push("To", to);
-        }
-        b.copy_from(&fwd, HeaderName::CallId);
-        b.copy_from(&fwd, HeaderName::CSeq);
-        for (n, v) in extra {
-            b.push(n, v);
-        }
-        let resp = b.finish();
-        self.metrics.responses_local[class(code)] += 1;
-        self.send(peer.addr, peer.transport, peer.connection, resp.clone());
-        Some(resp)
     }
 
     fn retry_after(&self) -> Vec<u8> {
@@ -626,22 +1104,24 @@ impl Proxy {
         incoming: Incoming,
         from_edge: Option<usize>,
         msg: &Message,
+        via: Option<TopVia<'_>>,
+        framed: bool,
     ) {
         let method = msg.method().unwrap_or(Method::Other);
         self.metrics.requests_in[method_index(method)] += 1;
-        let Ok(via) = msg.top_via() else {
+        let Some(via) = via else {
             // No Via to answer to.
             self.metrics.parse_errors += 1;
             self.metrics.drop(DropReason::Unparseable);
             return;
         };
         let peer = Self::response_peer(&incoming, &via);
-        let f = match request_facts(msg) {
+        let f = match self.facts(msg, via) {
             Ok(f) => f,
             Err((code, reason)) => {
                 self.metrics.parse_errors += 1;
                 if method != Method::Ack {
-                    self.answer(msg, peer, code, &reason, &[]);
+                    self.answer(msg, None, peer, code, &reason, &[], false);
                 }
                 return;
             }
@@ -651,20 +1131,20 @@ impl Proxy {
             Method::Cancel => return self.on_cancel(now, peer, msg, &f),
             _ => {}
         }
-        let key = server_key(msg, &f);
-        if let Some(&id) = self.server_index.get(&key) {
+        let skey = self.server_key(msg, &f);
+        if let Some(&id) = self.server_index.get(&skey) {
             // A retransmission: the final answer again, or 100 again.
             self.metrics.retransmissions_absorbed += 1;
-            let st = &self.servers[id];
-            let p = st.peer;
-            match (&st.last_response, st.state) {
-                (Some(r), _) => {
+            let t = &self.txns[id as usize];
+            let p = t.peer;
+            match t.server.as_ref().map(|s| (&s.response, s.state)) {
+                Some((Some(r), _)) => {
                     let r = r.clone();
                     self.metrics.retransmissions_sent += 1;
-                    self.send(p.addr, p.transport, p.connection, r);
+                    self.send_to(p, r);
                 }
-                (None, SState::Proceeding) if method == Method::Invite => {
-                    self.answer(msg, p, 100, "Trying", &[]);
+                Some((None, SState::Proceeding)) if method == Method::Invite => {
+                    self.answer(msg, Some(&f), p, 100, "Trying", &[], false);
                 }
                 _ => {}
             }
@@ -678,10 +1158,12 @@ impl Proxy {
                     let ra = self.retry_after();
                     self.answer(
                         msg,
+                        Some(&f),
                         peer,
                         503,
                         "Service Unavailable",
                         &[("Retry-After", &ra)],
+                        false,
                     );
                     return;
                 }
@@ -694,12 +1176,28 @@ impl Proxy {
         let ruri = match msg.request_uri() {
             Some(Ok(u)) => u,
             _ => {
-                self.answer(msg, peer, 400, "Bad Request (bad Request-URI)", &[]);
+                self.answer(
+                    msg,
+                    Some(&f),
+                    peer,
+                    400,
+                    "Bad Request (bad Request-URI)",
+                    &[],
+                    false,
+                );
                 return;
             }
         };
         if ruri.headers.is_some() && ruri.is_sip() {
-            self.answer(msg, peer, 400, "Bad Request (bad Request-URI)", &[]);
+            self.answer(
+                msg,
+                Some(&f),
+                peer,
+                400,
+                "Bad Request (bad Request-URI)",
+                &[],
+                false,
+            );
             return;
         }
         // RFC 3261 16.3: Max-Forwards, our own OPTIONS, Proxy-Require, scheme, loops.
@@ -714,112 +1212,134 @@ impl Proxy {
             // The carrier's keepalive: 200 while an Edge can take calls,
             // 503 otherwise, so the carrier's own failover acts.
             if self.edges.any_healthy() && !self.draining {
-                self.answer(msg, peer, 200, "OK", &[("Allow", b"INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, PRACK, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, MESSAGE")]);
+                self.answer(msg, Some(&f), peer, 200, "OK", &[("Allow", b"INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, PRACK, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, MESSAGE")], false);
             } else {
                 let ra = self.retry_after();
                 self.answer(
                     msg,
+                    Some(&f),
                     peer,
                     503,
                     "Service Unavailable",
                     &[("Retry-After", &ra)],
+                    false,
                 );
             }
             return;
         }
         if mf == Some(0) {
-            self.answer(msg, peer, 483, "Too Many Hops", &[]);
+            self.answer(msg, Some(&f), peer, 483, "Too Many Hops", &[], false);
             return;
         }
         if msg.header(HeaderName::ProxyRequire).is_some() {
             let unsupported: Vec<&[u8]> = msg.proxy_require().flatten().collect();
             if !unsupported.is_empty() {
                 let list = unsupported.join(&b", "[..]);
-                self.answer(msg, peer, 420, "Bad Extension", &[("Unsupported", &list)]);
+                self.answer(
+                    msg,
+                    Some(&f),
+                    peer,
+                    420,
+                    "Bad Extension",
+                    &[("Unsupported", &list)],
+                    false,
+                );
                 return;
             }
         }
         if matches!(ruri.scheme, Scheme::Other) {
-            self.answer(msg, peer, 416, "Unsupported URI Scheme", &[]);
+            self.answer(
+                msg,
+                Some(&f),
+                peer,
+                416,
+                "Unsupported URI Scheme",
+                &[],
+                false,
+            );
             return;
         }
         let lh = loop_hash(msg, &f);
-        if self.looped(msg, lh) {
+        if f.maybe_looped && self.looped(msg, lh) {
             self.metrics.loops_detected += 1;
-            self.answer(msg, peer, 482, "Loop Detected", &[]);
+            self.answer(msg, Some(&f), peer, 482, "Loop Detected", &[], false);
             return;
         }
-        let from_edge_u16 = from_edge.map(|e| e as u16);
-        let (hops, new_dialog) = match self.route(msg, &f, from_edge_u16, f.to_tag.is_some()) {
+        let from_edge = from_edge.map(|e| e as u16);
+        let txn = |request: Bytes, new_dialog: bool, candidates: Candidates| Txn {
+            skey,
+            tx: 0,
+            request,
+            peer,
+            loop_hash: lh,
+            from_edge,
+            method,
+            new_dialog,
+            server: Some(Server {
+                state: SState::Proceeding,
+                cancelled: false,
+                g_interval: 0,
+                response: None,
+                candidates,
+            }),
+            client: None,
+            armed: Armed::default(),
+        };
+        let (first, rest, new_dialog) = match self.route(msg, &f, from_edge, f.to_tag.is_some()) {
             Ok(x) => x,
             Err((code, reason)) => {
                 let resp = if code == 503 {
                     self.metrics.no_edge_503 += 1;
                     let ra = self.retry_after();
-                    self.answer(msg, peer, code, reason, &[("Retry-After", &ra)])
+                    self.answer(
+                        msg,
+                        Some(&f),
+                        peer,
+                        code,
+                        reason,
+                        &[("Retry-After", &ra)],
+                        false,
+                    )
                 } else {
-                    self.answer(msg, peer, code, reason, &[])
+                    self.answer(msg, Some(&f), peer, code, reason, &[], false)
                 };
                 if method == Method::Invite {
                     // Through a server transaction (RFC 3261 16.3, 17.2.1):
                     // a retransmitted INVITE gets this answer again rather
                     // than a new try once an Edge is back, Timer G re-sends
                     // it and the ACK is absorbed.
-                    let gen = self.next_gen();
-                    let id = self.servers.insert(ServerTxn {
-                        gen,
-                        key: key.clone(),
-                        method,
-                        peer,
-                        state: SState::Proceeding,
-                        last_response: None,
-                        client: None,
-                        candidates: Vec::new(),
-                        new_dialog: false,
-                        from_edge: from_edge_u16,
-                        cancelled: false,
-                        loop_hash: lh,
-                        g_interval: ms(self.cfg.timers.t1),
-                        armed: Armed::default(),
-                    });
-                    self.server_index.insert(key, id);
-                    self.server_final(now, id, resp, code, None);
+                    let id = self
+                        .txns
+                        .insert(txn(Bytes::new(), false, Candidates::default()));
+                    self.servers += 1;
+                    self.server_index.insert(skey, id as u32);
+                    self.server_final(now, id, resp, code, Some(f.call_id));
                 }
                 return;
             }
         };
         if method == Method::Invite {
-            self.answer(msg, peer, 100, "Trying", &[]);
+            self.answer(msg, Some(&f), peer, 100, "Trying", &[], false);
         }
         self.metrics.transactions_created += 1;
-        let gen = self.next_gen();
-        let id = self.servers.insert(ServerTxn {
-            gen,
-            key: key.clone(),
-            method,
-            peer,
-            state: SState::Proceeding,
-            last_response: None,
-            client: None,
-            candidates: hops,
-            new_dialog,
-            from_edge: from_edge_u16,
-            cancelled: false,
-            loop_hash: lh,
-            g_interval: ms(self.cfg.timers.t1),
-            armed: Armed::default(),
-        });
-        self.server_index.insert(key, id);
-        self.forward_next(now, id, Template::Incoming(msg, &f));
+        // Kept for the life of the transaction: a stream's buffer is shared
+        // with the stream, so its request is copied out.
+        let request = if framed {
+            Bytes::copy_from_slice(msg.as_bytes())
+        } else {
+            msg.to_bytes()
+        };
+        let id = self.txns.insert(txn(request, new_dialog, rest));
+        self.servers += 1;
+        self.server_index.insert(skey, id as u32);
+        self.forward_next(now, id, Some(first), Some((msg, &f)));
     }
 
     /// RFC 3261 16.3 step 4: a Via of ours whose branch carries this very
     /// request's loop hash means the request came back unchanged.
     fn looped(&self, msg: &Message, lh: u32) -> bool {
         msg.header_values(HeaderName::Via).any(|raw| {
-            self.our_via_hosts
-                .iter()
-                .any(|h| memchr::memmem::find(raw, h).is_some())
+            self.our_via_hosts.iter().any(|h| h.find(raw).is_some())
                 && Via::parse(raw).is_some_and(|v| {
                     self.is_our_via(&v)
                         && v.branch()
@@ -829,9 +1349,64 @@ impl Proxy {
         })
     }
 
+    /// One Route value: ours (with the Edge it names), or the next hop's.
+    /// Our own Record-Route comes back byte for byte and is known without
+    /// parsing it.
+    fn route_value<'m>(&self, v: &'m [u8]) -> RouteValue<'m> {
+        for p in &self.route_prefix {
+            if let Some(name) = v.strip_prefix(&p[..]).and_then(|r| r.strip_suffix(b">")) {
+                if plain(name) {
+                    return RouteValue::Ours(Some(name));
+                }
+            }
+        }
+        let Some(n) = NameAddr::parse(v) else {
+            return RouteValue::BadNameAddr;
+        };
+        let Ok(u) = n.parsed_uri() else {
+            return RouteValue::BadUri;
+        };
+        if self.is_our_uri(&u) {
+            RouteValue::Ours(u.param(EDGE_PARAM).flatten())
+        } else {
+            RouteValue::Other(n.uri)
+        }
+    }
+
+    /// Our Record-Route comes back as the top Route(s).
+    fn routes<'m>(&self, msg: &'m Message) -> Routes<'m> {
+        self.routes_of(msg.header_values(HeaderName::Route))
+    }
+
+    fn routes_of<'m>(&self, values: impl Iterator<Item = &'m [u8]>) -> Routes<'m> {
+        let mut r = Routes::default();
+        let mut leading = true;
+        for v in values {
+            r.first = r.first.or(Some(v));
+            match self.route_value(v) {
+                RouteValue::Ours(name) => {
+                    r.ours += usize::from(leading);
+                    if let Some(name) = name {
+                        r.edge = self.edges.by_name(name);
+                    }
+                }
+                RouteValue::Other(uri) => {
+                    r.next = Some(uri);
+                    break;
+                }
+                RouteValue::BadUri => break,
+                // Skipped for routing, but ours end there.
+                RouteValue::BadNameAddr => leading = false,
+            }
+        }
+        r
+    }
+
     /// Picks the hops of a request: the Edges of a new dialog from the
     /// carrier, the carriers for a new dialog from an Edge, and for an
     /// in-dialog request the one hop its Route or its Call-ID names.
+    /// Returns the first hop, the rest for failover, and whether the
+    /// request starts a dialog.
     #[allow(clippy::type_complexity)]
     fn route(
         &mut self,
@@ -839,39 +1414,25 @@ impl Proxy {
         f: &Facts<'_>,
         from_edge: Option<u16>,
         in_dialog: bool,
-    ) -> Result<(Vec<Hop>, bool), (u16, &'static str)> {
+    ) -> Result<(Hop, Candidates, bool), (u16, &'static str)> {
         let call_id = f.call_id;
-        // Our Record-Route comes back as the top Route(s).
-        let mut route_edge = None;
-        let mut next_route = None;
-        if msg.header(HeaderName::Route).is_some() {
-            for r in msg.routes().flatten() {
-                let Ok(u) = r.parsed_uri() else { break };
-                if self.is_our_uri(&u) {
-                    if let Some(Some(e)) = u.param(EDGE_PARAM) {
-                        route_edge = self.edges.by_name(e);
-                    }
-                } else {
-                    next_route = Some(r.uri);
-                    break;
-                }
-            }
-        }
+        let r = f.routes;
         let dialog = self.dialogs.get(call_id).copied();
-        if in_dialog || route_edge.is_some() {
-            let edge = route_edge.map(|e| e as u16).or(dialog.map(|d| d.edge));
+        let one = |h| Ok((h, Candidates::default(), false));
+        if in_dialog || r.edge.is_some() {
+            let edge = r.edge.map(|e| e as u16).or(dialog.map(|d| d.edge));
             return match from_edge {
                 None => match edge {
-                    Some(e) => Ok((vec![Hop::Edge(e)], false)),
+                    Some(e) => one(Hop::Edge(e)),
                     None => Err((481, "Call/Transaction Does Not Exist")),
                 },
                 Some(_) => {
-                    let target = next_route.or(msg.request_uri_bytes());
+                    let target = r.next.or(msg.request_uri_bytes());
                     let hop = self.hop_for_uri(target);
                     if self.is_ourselves(self.hop_addr(hop).0) {
                         return Err((482, "Loop Detected"));
                     }
-                    Ok((vec![hop], false))
+                    one(hop)
                 }
             };
         }
@@ -883,7 +1444,7 @@ impl Proxy {
                 && from_edge.is_none()
                 && self.edges.edges[d.edge as usize].healthy
             {
-                return Ok((vec![Hop::Edge(d.edge)], true));
+                return Ok((Hop::Edge(d.edge), Candidates::default(), true));
             }
         }
         if self.draining {
@@ -891,25 +1452,27 @@ impl Proxy {
         }
         match from_edge {
             None => {
-                let c = self.edges.candidates(call_id);
-                if c.is_empty() {
-                    return Err((503, "Service Unavailable"));
-                }
-                Ok((c.into_iter().map(Hop::Edge).collect(), true))
+                let mut c = std::mem::take(&mut self.edge_order);
+                self.edges.candidates_into(call_id, &mut c);
+                let picked = match c.split_first() {
+                    Some((first, rest)) => {
+                        let rest = Candidates::collect(false, rest.iter().map(|x| x.2));
+                        Ok((Hop::Edge(first.2), rest, true))
+                    }
+                    None => Err((503, "Service Unavailable")),
+                };
+                self.edge_order = c;
+                picked
             }
             Some(_) => {
-                if let Some(r) = next_route {
-                    return Ok((vec![self.hop_for_uri(Some(r))], true));
+                if let Some(r) = r.next {
+                    return Ok((self.hop_for_uri(Some(r)), Candidates::default(), true));
                 }
-                if self.cfg.carriers.is_empty() {
+                let n = self.cfg.carriers.len() as u16;
+                if n == 0 {
                     return Err((503, "Service Unavailable"));
                 }
-                Ok((
-                    (0..self.cfg.carriers.len() as u16)
-                        .map(Hop::Carrier)
-                        .collect(),
-                    true,
-                ))
+                Ok((Hop::Carrier(0), Candidates::collect(true, 1..n), true))
             }
         }
     }
@@ -933,254 +1496,250 @@ impl Proxy {
                 if let Some(n) = self.cfg.carriers.iter().position(|c| c.address == addr) {
                     return Hop::Carrier(n as u16);
                 }
-                return Hop::Addr(addr, transport);
+                return Hop::Addr(ip, port, transport);
             }
         }
         Hop::Carrier(0)
     }
 
-    fn record_route(&self, t: Transport, name: &str) -> String {
-        let a = self.service_addr(t);
-        format!(
-            "<sip:{}:{};transport={};lr;tve={name}>",
-            fmt_host(a.ip()),
-            a.port(),
-            t.param()
-        )
-    }
-
     /// Drops the candidate Edges of a new dialog that turned Unhealthy
     /// since its request came (they were picked then).
     fn prune_candidates(&mut self, id: usize) {
-        let st = &mut self.servers[id];
-        if st.new_dialog {
+        let t = &mut self.txns[id];
+        let Some(s) = t.server.as_mut() else { return };
+        if t.new_dialog && !s.candidates.carriers {
             let edges = &self.edges.edges;
-            st.candidates
-                .retain(|h| !matches!(h, Hop::Edge(e) if !edges[*e as usize].healthy));
+            let c = &mut s.candidates;
+            if c.rest().iter().any(|e| !edges[*e as usize].healthy) {
+                let kept: Vec<u16> = c
+                    .rest()
+                    .iter()
+                    .copied()
+                    .filter(|e| edges[*e as usize].healthy)
+                    .collect();
+                *c = Candidates::new(false, &kept);
+            }
         }
     }
 
-    /// Sends the request of server transaction `id` to its next candidate,
-    /// or answers it 503 when none is left.
-    fn forward_next(&mut self, now: Instant, id: usize, template: Template<'_>) {
-        self.prune_candidates(id);
-        let st = &mut self.servers[id];
-        let Some(hop) = (!st.candidates.is_empty()).then(|| st.candidates.remove(0)) else {
-            let peer = st.peer;
-            let ra = self.retry_after();
-            self.metrics.no_edge_503 += 1;
-            let extra: &[(&str, &[u8])] = &[("Retry-After", &ra)];
-            let resp = match template {
-                Template::Incoming(msg, _) => {
-                    Some(self.answer(msg, peer, 503, "Service Unavailable", extra))
-                }
-                Template::Previous(prev, _) => {
-                    self.answer_forwarded(&prev, peer, 503, "Service Unavailable", extra)
-                }
-            };
-            if let Some(r) = resp {
-                self.server_final(now, id, r, 503, None);
-            }
-            return;
+    /// Moves the server side of `id` to a new entry, leaving its branch
+    /// behind (given up on): returns the new entry.
+    fn split_server(&mut self, id: usize) -> usize {
+        let t = &mut self.txns[id];
+        let server = t.server.take();
+        // Server timers are armed only once it answered: none moves.
+        t.armed.clear_where(TimerKind::is_server);
+        let moved = Txn {
+            skey: t.skey,
+            tx: 0,
+            request: t.request.clone(),
+            peer: t.peer,
+            loop_hash: t.loop_hash,
+            from_edge: t.from_edge,
+            method: t.method,
+            new_dialog: t.new_dialog,
+            server,
+            client: None,
+            armed: Armed::default(),
         };
-        let (dest, transport) = self.hop_addr(hop);
-        let st = &self.servers[id];
-        let (invite, new_dialog, src_transport, from_edge, peer, lh) = (
-            st.method == Method::Invite,
-            st.new_dialog,
-            st.peer.transport,
-            st.from_edge,
-            st.peer,
-            st.loop_hash,
-        );
-        let method = st.method;
+        let skey = moved.skey;
+        let new = self.txns.insert(moved);
+        self.server_index.insert(skey, new as u32);
+        self.release_request(id);
+        new
+    }
+
+    /// The forwarded form of a request (RFC 3261 16.6): our Via on top,
+    /// `received` and `rport` on the sender's (18.2.1, RFC 3581),
+    /// Max-Forwards less one, our Route popped, our Record-Route (twice
+    /// when the legs differ in transport, RFC 5658), and Path for a
+    /// REGISTER from an Edge that supports it.
+    fn forwarded(&mut self, msg: &Message, f: &Facts<'_>, id: usize) -> Bytes {
+        let t = &self.txns[id];
+        let hop = t.client.as_ref().expect("a branch").hop;
+        let (_, transport) = self.hop_addr(hop);
+        let (method, new_dialog, from_edge, peer) = (t.method, t.new_dialog, t.from_edge, t.peer);
+        let mut s = std::mem::take(&mut self.splices);
+        s.clear();
+        let base = msg.as_bytes();
+        let via_at = wire::line_start(base, off(base, f.via.via.raw));
+        s.insert(via_at, |o| {
+            o.extend_from_slice(b"Via: ");
+            self.write_via(o, transport, t.tx, t.loop_hash);
+            o.extend_from_slice(b"\r\n");
+        });
+        let (received, rport) = via_fixes(&f.via, peer);
+        via_fix_splices(&mut s, base, &f.via, received, rport);
+        let mf = f.max_forwards.map_or(70, |m| m.saturating_sub(1));
+        let end = headers_end(msg);
+        match msg.header(HeaderName::MaxForwards) {
+            Some(v) => {
+                let at = off(base, v);
+                s.replace(at, at + v.len(), |o| push_dec(o, mf.into()));
+            }
+            None => s.insert(end, |o| {
+                o.extend_from_slice(b"Max-Forwards: ");
+                push_dec(o, mf.into());
+                o.extend_from_slice(b"\r\n");
+            }),
+        }
+        pop_routes(&mut s, msg, &f.routes);
         let dialog_edge = match hop {
             Hop::Edge(e) => Some(e),
             _ => from_edge,
         };
-        let gen = self.next_gen();
-        let slot = self.clients.vacant_key();
-        let tx = {
-            use std::hash::Hasher;
-            let mut h = self.branch_key;
-            h.write(&self.servers[id].key);
-            h.write(&hop_tag(hop));
-            h.finish()
-        };
-        let branch = crate::branch::make(self.branch_id, tx, lh);
-        let ours = self.service_addr(transport);
-        let via = format!(
-            "SIP/2.0/{} {ours};branch={branch};rport",
-            transport.via_name()
-        );
-        let rr = match (new_dialog && method.creates_dialog(), dialog_edge) {
-            (true, Some(e)) => {
-                let name = &self.edges.edges[e as usize].config.name;
-                let mut v = vec![self.record_route(transport, name)];
-                // Double Record-Route (RFC 5658) when the legs differ in transport.
-                if src_transport != transport {
-                    v.push(self.record_route(src_transport, name));
-                }
-                v
-            }
-            _ => vec![],
-        };
-        let mut call_id: Vec<u8> = Vec::new();
-        let payload = match template {
-            Template::Incoming(req, f) => {
-                if new_dialog && method == Method::Invite {
-                    call_id.extend_from_slice(f.call_id);
-                }
-                let mut ed = Editor::new(req);
-                ed.push_via(via.as_bytes());
-                // received when the sent-by is not the source (18.2.1), rport filled (RFC 3581).
-                let source_ip = peer.addr.ip();
-                let received = (f.via.host.ip().map(canonical) != Some(canonical(source_ip)))
-                    .then_some(source_ip);
-                let rport = f.via.rport().is_some().then_some(peer.addr.port());
-                if received.is_some() || rport.is_some() {
-                    ed.set_top_via_received(received, rport);
-                }
-                ed.set_max_forwards(f.max_forwards.map_or(70, |m| m.saturating_sub(1)));
-                if req.header(HeaderName::Route).is_some() {
-                    self.pop_our_routes(req, &mut ed);
-                }
-                for r in &rr {
-                    ed.insert_record_route(r.as_bytes());
-                }
-                if method == Method::Register && from_edge.is_some() {
-                    let supports_path = req
-                        .header_values(HeaderName::Supported)
-                        .any(|v| v.eq_ignore_ascii_case(b"path"));
-                    if let (true, Some(e)) = (supports_path, from_edge) {
-                        let name = self.edges.edges[e as usize].config.name.clone();
-                        ed.add_header("Path", self.record_route(transport, &name).as_bytes());
-                    }
-                }
-                let mut buf = BytesMut::with_capacity(ed.len());
-                ed.write_to(&mut buf);
-                buf.freeze()
-            }
-            Template::Previous(prev, rr_lines) => {
-                let Ok(prev) = Message::parse(prev) else {
-                    return;
-                };
-                if new_dialog && method == Method::Invite {
-                    call_id.extend_from_slice(prev.call_id().unwrap_or_default());
-                }
-                let mut ed = Editor::new(&prev);
-                ed.pop_via();
-                ed.push_via(via.as_bytes());
-                ed.remove_first_lines(HeaderName::RecordRoute, usize::from(rr_lines));
-                for r in &rr {
-                    ed.insert_record_route(r.as_bytes());
-                }
-                ed.to_bytes()
-            }
-        };
-        if new_dialog && method == Method::Invite {
-            if let Some(e) = dialog_edge {
-                if self
-                    .dialogs
-                    .bind(now, &call_id, e, from_edge.is_some())
-                    .is_err()
-                {
-                    let ra = self.retry_after();
-                    if let Some(r) = self.answer_forwarded(
-                        &payload,
-                        peer,
-                        503,
-                        "Service Unavailable",
-                        &[("Retry-After", &ra)],
-                    ) {
-                        self.server_final(now, id, r, 503, None);
-                    }
-                    return;
-                }
+        if let (true, Some(e)) = (new_dialog && method.creates_dialog(), dialog_edge) {
+            let at = msg
+                .header(HeaderName::RecordRoute)
+                .map_or(end, |v| wire::line_start(base, off(base, v)));
+            let rr = &self.record_route[e as usize];
+            s.insert(at, |o| {
+                push_header(o, b"Record-Route", &rr[transport as usize])
+            });
+            if peer.transport != transport {
+                s.insert(at, |o| {
+                    push_header(o, b"Record-Route", &rr[peer.transport as usize])
+                });
             }
         }
-        let sgen = self.servers[id].gen;
-        let key = self.clients.insert(ClientTxn {
-            gen,
-            tx,
-            server: Some((id, sgen)),
+        if let (Method::Register, Some(e)) = (method, from_edge) {
+            let supports_path = msg
+                .header_values(HeaderName::Supported)
+                .any(|v| v.eq_ignore_ascii_case(b"path"));
+            if supports_path {
+                let rr = &self.record_route[e as usize][transport as usize];
+                s.insert(end, |o| push_header(o, b"Path", rr));
+            }
+        }
+        let out = s.apply(base);
+        self.splices = s;
+        out
+    }
+
+    /// Sends the request of transaction `id` to `first`, or to its next
+    /// candidate, or answers it 503 when none is left. `live`: the request
+    /// as just received; without it the kept copy is parsed again.
+    fn forward_next(
+        &mut self,
+        now: Instant,
+        mut id: usize,
+        first: Option<Hop>,
+        live: Option<(&Message, &Facts<'_>)>,
+    ) {
+        let held;
+        let held_facts;
+        let (msg, f) = match live {
+            Some(x) => x,
+            None => {
+                let t = &self.txns[id];
+                let Some(m) = reparse(&t.request) else { return };
+                held = m;
+                let Some(hf) = TopVia::of(&held).and_then(|v| self.facts(&held, v).ok()) else {
+                    return;
+                };
+                held_facts = hf;
+                (&held, &held_facts)
+            }
+        };
+        if self.txns[id].client.is_some() {
+            // The branch in progress is given up: late answers to it are
+            // CANCELled or hung up.
+            id = self.split_server(id);
+        }
+        let hop = match first {
+            Some(h) => Some(h),
+            None => {
+                self.prune_candidates(id);
+                self.txns[id]
+                    .server
+                    .as_mut()
+                    .and_then(|s| s.candidates.pop())
+            }
+        };
+        let Some(hop) = hop else {
+            let peer = self.txns[id].peer;
+            let ra = self.retry_after();
+            self.metrics.no_edge_503 += 1;
+            let extra: &[(&str, &[u8])] = &[("Retry-After", &ra)];
+            let r = self.answer(msg, Some(f), peer, 503, "Service Unavailable", extra, true);
+            self.server_final(now, id, r, 503, Some(f.call_id));
+            return;
+        };
+        let (dest, transport) = self.hop_addr(hop);
+        let t = &self.txns[id];
+        let (invite, new_dialog, from_edge, peer) = (
+            t.method == Method::Invite,
+            t.new_dialog,
+            t.from_edge,
+            t.peer,
+        );
+        let tx = self.branch_tx(t.skey, hop);
+        let t = &mut self.txns[id];
+        t.tx = tx;
+        t.client = Some(Client {
             hop,
-            dest,
-            transport,
-            request: payload.clone(),
-            rr_lines: rr.len() as u8,
-            invite,
             state: CState::Trying,
             got_provisional: false,
             cancel: Cancel::None,
-            ack: None,
+            own: false,
             interval: ms(self.cfg.timers.t1),
-            armed: Armed::default(),
+            ack: None,
         });
-        debug_assert_eq!(key, slot);
+        self.clients += 1;
+        let payload = self.forwarded(msg, f, id);
+        let dialog_edge = match hop {
+            Hop::Edge(e) => Some(e),
+            _ => from_edge,
+        };
+        if let (true, Some(e)) = (new_dialog && invite, dialog_edge) {
+            if self
+                .dialogs
+                .bind(now, f.call_id, e, from_edge.is_some())
+                .is_err()
+            {
+                let t = &mut self.txns[id];
+                t.client = None;
+                self.clients -= 1;
+                let ra = self.retry_after();
+                let r = self.answer(
+                    msg,
+                    Some(f),
+                    peer,
+                    503,
+                    "Service Unavailable",
+                    &[("Retry-After", &ra)],
+                    true,
+                );
+                self.server_final(now, id, r, 503, Some(f.call_id));
+                return;
+            }
+        }
         // A lingering client of an earlier, identical transaction loses
         // its entry: the new one takes the answers.
-        self.by_branch.insert(tx, slot);
-        self.servers[id].client = Some((slot, gen));
+        self.by_branch.insert(tx, id as u32);
         self.send(dest, transport, None, payload);
         let t = self.cfg.timers;
         if !transport.is_reliable() {
-            self.arm_client(slot, TimerKind::Retransmit, now + t.t1);
+            self.arm(id, TimerKind::Retransmit, now, t.t1);
         }
-        self.arm_client(slot, TimerKind::Timeout, now + t.t1 * 64);
+        self.arm(id, TimerKind::Timeout, now, t.t1 * 64);
         if invite {
             // Timer C runs from the moment the INVITE is proxied (RFC 3261
             // 16.6 step 11): a branch that only ever gets 100 ends too.
-            self.arm_client(slot, TimerKind::TimerC, now + t.timer_c);
+            self.arm(id, TimerKind::TimerC, now, t.timer_c);
         }
         if invite && new_dialog {
-            self.arm_client(slot, TimerKind::Failover, now + t.failover_after);
+            self.arm(id, TimerKind::Failover, now, t.failover_after);
         }
     }
 
-    /// Removes the top Route values that name us.
-    fn pop_our_routes(&self, req: &Message, ed: &mut Editor<'_>) {
-        let ours = req
-            .routes()
-            .map_while(|r| {
-                r.ok()
-                    .and_then(|r| r.parsed_uri().ok())
-                    .filter(|u| self.is_our_uri(u))
-            })
-            .count();
-        if ours == 1 {
-            ed.pop_route();
-        } else if ours > 1 {
-            let rest: Vec<&[u8]> = req.header_values(HeaderName::Route).skip(ours).collect();
-            ed.remove_header(HeaderName::Route);
-            if !rest.is_empty() {
-                ed.add_header("Route", &rest.join(&b", "[..]));
-            }
-        }
+    fn arm(&mut self, id: usize, kind: TimerKind, now: Instant, delay: Duration) {
+        let t = &mut self.txns[id];
+        self.timers.arm(&mut t.armed, kind, id as u32, now, delay);
     }
 
-    fn arm_client(&mut self, slot: usize, kind: TimerKind, at: Instant) {
-        let c = &mut self.clients[slot];
-        let ticket = c.armed.set(kind);
-        let owner = Owner::Client {
-            slot: slot as u32,
-            gen: c.gen,
-        };
-        self.timers.push(at, owner, kind, ticket);
-    }
-
-    fn arm_server(&mut self, id: usize, kind: TimerKind, at: Instant) {
-        let s = &mut self.servers[id];
-        let ticket = s.armed.set(kind);
-        let owner = Owner::Server {
-            slot: id as u32,
-            gen: s.gen,
-        };
-        self.timers.push(at, owner, kind, ticket);
-    }
-
-    /// Moves a server transaction to its state after a final response, and
-    /// ends a new dialog that failed or a dialog whose BYE was answered.
+    /// Moves a server side to its state after a final response, and ends
+    /// a new dialog that failed or a dialog whose BYE was answered.
     fn server_final(
         &mut self,
         now: Instant,
@@ -1189,64 +1748,100 @@ impl Proxy {
         code: u16,
         call_id: Option<&[u8]>,
     ) {
-        let t = self.cfg.timers;
-        let st = &mut self.servers[id];
-        st.candidates = Vec::new();
-        let reliable = st.peer.transport.is_reliable();
-        let ends_dialog = (st.method == Method::Invite && st.new_dialog && code >= 300)
-            || st.method == Method::Bye;
-        if st.method == Method::Invite {
+        let tm = self.cfg.timers;
+        let t = &mut self.txns[id];
+        let Some(s) = t.server.as_mut() else { return };
+        s.candidates.clear();
+        let reliable = t.peer.transport.is_reliable();
+        let ends_dialog =
+            (t.method == Method::Invite && t.new_dialog && code >= 300) || t.method == Method::Bye;
+        if t.method == Method::Invite {
             if (200..300).contains(&code) {
-                st.state = SState::Accepted;
+                s.state = SState::Accepted;
                 // Timer L: 2xx retransmissions are forwarded for 64*T1.
-                self.arm_server(id, TimerKind::ServerLinger, now + t.t1 * 64);
+                self.arm(id, TimerKind::ServerLinger, now, tm.t1 * 64);
             } else {
-                st.state = SState::Completed;
-                st.last_response = Some(resp);
-                st.g_interval = ms(t.t1);
+                s.state = SState::Completed;
+                s.response = Some(resp);
+                s.g_interval = ms(tm.t1);
                 if !reliable {
-                    self.arm_server(id, TimerKind::ServerRetransmit, now + t.t1);
+                    self.arm(id, TimerKind::ServerRetransmit, now, tm.t1);
                 }
                 // Timer H: wait for the ACK.
-                self.arm_server(id, TimerKind::ServerLinger, now + t.t1 * 64);
+                self.arm(id, TimerKind::ServerLinger, now, tm.t1 * 64);
             }
         } else {
-            st.state = SState::Completed;
-            st.last_response = Some(resp);
+            s.state = SState::Completed;
+            s.response = Some(resp);
             // Timer J: absorb retransmissions (0 on reliable transports).
-            let j = if reliable { Duration::ZERO } else { t.t1 * 64 };
-            self.arm_server(id, TimerKind::ServerLinger, now + j);
+            let j = if reliable { Duration::ZERO } else { tm.t1 * 64 };
+            self.arm(id, TimerKind::ServerLinger, now, j);
         }
         if ends_dialog {
             match call_id {
                 Some(cid) => self.dialogs.end(now, cid),
                 None => {
-                    if let Some(cid) = self.server_call_id(id) {
-                        self.dialogs.end(now, &cid);
+                    let held = reparse(&self.txns[id].request);
+                    if let Some(cid) = held.as_ref().and_then(|m| m.call_id().ok()) {
+                        self.dialogs.end(now, cid);
                     }
                 }
             }
         }
+        self.release_request(id);
     }
 
-    /// The Call-ID of a server transaction, from its last answer.
-    fn server_call_id(&self, id: usize) -> Option<Vec<u8>> {
-        let r = self.servers[id].last_response.clone()?;
-        Message::parse(r).ok()?.call_id().ok().map(<[u8]>::to_vec)
-    }
-
-    fn remove_client(&mut self, slot: usize) -> ClientTxn {
-        let c = self.clients.remove(slot);
-        if self.by_branch.get(&c.tx) == Some(&slot) {
-            self.by_branch.remove(&c.tx);
+    /// Lets go of the request once neither side can need it again: the
+    /// server side answered, and the branch has its final answer and no
+    /// CANCEL still going.
+    fn release_request(&mut self, id: usize) {
+        let t = &mut self.txns[id];
+        let server_done = t
+            .server
+            .as_ref()
+            .is_none_or(|s| s.state != SState::Proceeding);
+        let client_done = t.client.as_ref().is_none_or(|c| {
+            c.own
+                || (matches!(c.state, CState::Completed | CState::Accepted)
+                    && c.cancel != Cancel::Sent)
+        });
+        if server_done && client_done && !t.request.is_empty() {
+            t.request = Bytes::new();
         }
-        c
+    }
+
+    fn remove_client(&mut self, id: usize) -> Option<Client> {
+        let t = &mut self.txns[id];
+        let c = t.client.take()?;
+        t.armed.clear_where(|k| !k.is_server());
+        let tx = t.tx;
+        self.clients -= 1;
+        if self.by_branch.get(&tx) == Some(&(id as u32)) {
+            self.by_branch.remove(&tx);
+        }
+        if self.txns[id].server.is_none() {
+            self.txns.remove(id);
+        }
+        Some(c)
     }
 
     fn remove_server(&mut self, id: usize) {
-        if self.servers.contains(id) {
-            let st = self.servers.remove(id);
-            self.server_index.remove(&st.key);
+        let Some(t) = self.txns.get_mut(id) else {
+            return;
+        };
+        if t.server.take().is_none() {
+            return;
+        }
+        t.armed.clear_where(TimerKind::is_server);
+        let skey = t.skey;
+        self.servers -= 1;
+        if self.server_index.get(&skey) == Some(&(id as u32)) {
+            self.server_index.remove(&skey);
+        }
+        if self.txns[id].client.is_none() {
+            self.txns.remove(id);
+        } else {
+            self.release_request(id);
         }
     }
 
@@ -1259,20 +1854,20 @@ impl Proxy {
         f: &Facts<'_>,
     ) {
         // ACK for a non-2xx final: hop by hop, absorbed here.
-        let key = server_key(msg, f);
+        let key = self.server_key(msg, f);
         if let Some(&id) = self.server_index.get(&key) {
-            let st = &mut self.servers[id];
-            if st.state == SState::Completed && st.method == Method::Invite {
-                st.state = SState::Confirmed;
-                st.armed.clear(TimerKind::ServerRetransmit);
-                let i = if st.peer.transport.is_reliable() {
-                    Duration::ZERO
-                } else {
-                    self.cfg.timers.t4
-                };
-                self.arm_server(id, TimerKind::ServerLinger, now + i);
-            } else {
-                self.metrics.retransmissions_absorbed += 1;
+            let id = id as usize;
+            let t4 = self.cfg.timers.t4;
+            let t = &mut self.txns[id];
+            let reliable = t.peer.transport.is_reliable();
+            match t.server.as_mut() {
+                Some(s) if s.state == SState::Completed && t.method == Method::Invite => {
+                    s.state = SState::Confirmed;
+                    t.armed.clear(TimerKind::ServerRetransmit);
+                    let i = if reliable { Duration::ZERO } else { t4 };
+                    self.arm(id, TimerKind::ServerLinger, now, i);
+                }
+                _ => self.metrics.retransmissions_absorbed += 1,
             }
             return;
         }
@@ -1287,139 +1882,219 @@ impl Proxy {
         // ACK for a 2xx: end to end, routed like any in-dialog request,
         // statelessly (it gets no response).
         let from_edge = from_edge.map(|e| e as u16);
-        let Ok((hops, _)) = self.route(msg, f, from_edge, true) else {
+        let Ok((hop, _, _)) = self.route(msg, f, from_edge, true) else {
             self.metrics.drop(DropReason::StrayAck);
             return;
         };
-        let (dest, transport) = self.hop_addr(hops[0]);
+        let (dest, transport) = self.hop_addr(hop);
         if self.is_ourselves(dest) {
             self.metrics.loops_detected += 1;
             return;
         }
         // A stateless branch: the same ACK always gets the same one.
-        let h = fnv1a(f.via.branch().unwrap_or(f.via.raw));
-        let branch = crate::branch::make_stateless(self.branch_id, h);
-        let ours = self.service_addr(transport);
-        let mut ed = Editor::new(msg);
-        ed.push_via(
-            format!(
-                "SIP/2.0/{} {ours};branch={branch};rport",
-                transport.via_name()
-            )
-            .as_bytes(),
-        );
+        let h = fnv1a(f.via.branch.unwrap_or(f.via.via.raw));
+        let mut s = std::mem::take(&mut self.splices);
+        s.clear();
+        let base = msg.as_bytes();
+        let via_at = wire::line_start(base, off(base, f.via.via.raw));
+        s.insert(via_at, |o| {
+            o.extend_from_slice(b"Via: ");
+            o.extend_from_slice(&self.via_prefix[transport as usize]);
+            crate::branch::write_stateless(o, self.branch_id, h);
+            o.extend_from_slice(b";rport\r\n");
+        });
         let source_ip = incoming.source.ip();
-        if f.via.host.ip().map(canonical) != Some(canonical(source_ip)) {
-            ed.set_top_via_received(Some(source_ip), None);
+        if f.via.via.host.ip().map(canonical) != Some(canonical(source_ip)) {
+            via_fix_splices(&mut s, base, &f.via, Some(source_ip), None);
         }
-        ed.set_max_forwards(f.max_forwards.map_or(70, |m| m.saturating_sub(1)));
-        if msg.header(HeaderName::Route).is_some() {
-            self.pop_our_routes(msg, &mut ed);
+        let mf = f.max_forwards.map_or(70, |m| m.saturating_sub(1));
+        match msg.header(HeaderName::MaxForwards) {
+            Some(v) => {
+                let at = off(base, v);
+                s.replace(at, at + v.len(), |o| push_dec(o, mf.into()));
+            }
+            None => s.insert(headers_end(msg), |o| {
+                o.extend_from_slice(b"Max-Forwards: ");
+                push_dec(o, mf.into());
+                o.extend_from_slice(b"\r\n");
+            }),
         }
-        let payload = ed.to_bytes();
+        pop_routes(&mut s, msg, &f.routes);
+        let payload = s.apply(base);
+        self.splices = s;
         self.send(dest, transport, None, payload);
     }
 
     fn on_cancel(&mut self, now: Instant, peer: Peer, msg: &Message, f: &Facts<'_>) {
-        let key = server_key(msg, f);
+        let key = self.server_key(msg, f);
         // CANCEL is answered at once either way (RFC 3261 16.10).
         let Some(&id) = self.server_index.get(&key) else {
-            self.answer(msg, peer, 481, "Call/Transaction Does Not Exist", &[]);
+            self.answer(
+                msg,
+                Some(f),
+                peer,
+                481,
+                "Call/Transaction Does Not Exist",
+                &[],
+                false,
+            );
             return;
         };
-        self.answer(msg, peer, 200, "OK", &[]);
-        let st = &mut self.servers[id];
-        if st.state != SState::Proceeding || st.cancelled {
+        let id = id as usize;
+        self.answer(msg, Some(f), peer, 200, "OK", &[], false);
+        let Some(s) = self.txns[id].server.as_mut() else {
+            return;
+        };
+        if s.state != SState::Proceeding || s.cancelled {
             return;
         }
-        st.cancelled = true;
-        st.candidates = Vec::new();
-        if let Some((slot, gen)) = st.client {
-            self.cancel_branch(now, slot, gen);
+        s.cancelled = true;
+        s.candidates.clear();
+        if self.txns[id].client.is_some() {
+            self.cancel_branch(now, id);
         }
     }
 
-    /// CANCELs a client INVITE branch: at once when it had a provisional,
-    /// else as soon as one comes (RFC 3261 section 9.1).
-    fn cancel_branch(&mut self, now: Instant, slot: usize, gen: u32) {
-        let Some(c) = self.clients.get_mut(slot).filter(|c| c.gen == gen) else {
-            return;
-        };
-        if !c.invite
-            || !matches!(c.cancel, Cancel::None)
+    /// A request derived from the one a branch forwarded (RFC 3261 9.1,
+    /// 17.1.1.3): same Request-URI, the branch's Via only, same From,
+    /// Call-ID, CSeq number and the Route it went with; To from the
+    /// response for an ACK.
+    fn derived(&self, id: usize, method: &[u8], to: Option<&[u8]>) -> Option<Bytes> {
+        let t = &self.txns[id];
+        let c = t.client.as_ref()?;
+        let req = reparse(&t.request)?;
+        let (_, transport) = self.hop_addr(c.hop);
+        let mut b = Vec::with_capacity(512);
+        b.extend_from_slice(method);
+        b.push(b' ');
+        b.extend_from_slice(req.request_uri_bytes().unwrap_or_default());
+        b.extend_from_slice(b" SIP/2.0\r\nVia: ");
+        self.write_via(&mut b, transport, t.tx, t.loop_hash);
+        b.extend_from_slice(b"\r\nMax-Forwards: 70\r\n");
+        for v in req.header_values(HeaderName::From) {
+            push_header(&mut b, b"From", v);
+        }
+        match to {
+            Some(v) => push_header(&mut b, b"To", v),
+            None => {
+                for v in req.header_values(HeaderName::To) {
+                    push_header(&mut b, b"To", v);
+                }
+            }
+        }
+        for v in req.header_values(HeaderName::CallId) {
+            push_header(&mut b, b"Call-ID", v);
+        }
+        b.extend_from_slice(b"CSeq: ");
+        push_dec(&mut b, req.cseq().map_or(1, |c| c.seq).into());
+        b.push(b' ');
+        b.extend_from_slice(method);
+        b.extend_from_slice(b"\r\n");
+        if req.header(HeaderName::Route).is_some() {
+            let ours = self.routes(&req).ours;
+            for v in req.header_values(HeaderName::Route).skip(ours) {
+                push_header(&mut b, b"Route", v);
+            }
+        }
+        b.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        Some(Bytes::from(b))
+    }
+
+    /// CANCELs an INVITE branch: at once when it had a provisional, else
+    /// as soon as one comes (RFC 3261 section 9.1).
+    fn cancel_branch(&mut self, now: Instant, id: usize) {
+        let t = &mut self.txns[id];
+        let invite = t.method == Method::Invite;
+        let Some(c) = t.client.as_mut() else { return };
+        if !invite
+            || c.own
+            || c.cancel != Cancel::None
             || matches!(c.state, CState::Completed | CState::Accepted)
         {
             return;
         }
-        c.armed.clear(TimerKind::Failover);
+        t.armed.clear(TimerKind::Failover);
         if !c.got_provisional {
             c.cancel = Cancel::Pending;
             return;
         }
-        let Ok(req) = Message::parse(c.request.clone()) else {
+        let Some(cancel) = self.derived(id, b"CANCEL", None) else {
             return;
         };
-        let cancel = derived_request(&req, b"CANCEL", None);
-        let (dest, transport) = (c.dest, c.transport);
-        c.cancel = Cancel::Sent(cancel.clone());
-        c.interval = ms(self.cfg.timers.t1);
+        let t1 = self.cfg.timers.t1;
+        let c = self.txns[id].client.as_mut().expect("checked above");
+        c.cancel = Cancel::Sent;
+        c.interval = ms(t1);
+        let hop = c.hop;
+        let (dest, transport) = self.hop_addr(hop);
         self.send(dest, transport, None, cancel);
         if !transport.is_reliable() {
-            let t1 = self.cfg.timers.t1;
-            self.arm_client(slot, TimerKind::CancelRetransmit, now + t1);
+            self.arm(id, TimerKind::CancelRetransmit, now, t1);
         }
     }
 
     // ----- responses ----------------------------------------------------
 
-    fn on_response(&mut self, now: Instant, msg: &Message) {
+    fn on_response(&mut self, now: Instant, msg: &Message, via: Option<TopVia<'_>>) {
         let code = msg.status().unwrap_or(0);
         self.metrics.responses_in[class(code)] += 1;
-        let Ok(f) = common_facts(msg) else {
+        let Some(Ok(f)) = via.map(|v| common_facts(msg, v)) else {
             self.metrics.drop(DropReason::BadResponse);
             return;
         };
         let parsed = f
             .via
-            .branch()
+            .branch
             .and_then(crate::branch::parse)
             .filter(|b| b.id == self.branch_id);
         let Some(b) = parsed else {
             // Not our transaction: maybe one of the peer host's, in flight
             // when it died. Forward it statelessly by its Via.
-            if self.is_our_via(&f.via) {
-                return self.forward_stateless_response(msg);
+            if self.is_our_via(&f.via.via) {
+                return self.forward_stateless_response(msg, &f);
             }
             self.metrics.drop(DropReason::Unmatched);
             return;
         };
-        let Some(&slot) = self.by_branch.get(&b.tx) else {
+        let Some(&id) = self.by_branch.get(&b.tx) else {
             // Ours but no transaction here: the peer host's, in flight when
             // it died, or one of ours that ended (a stray 2xx, RFC 6026).
             // Either way it goes on by its Via; the carrier's transaction
             // absorbs what it has seen.
-            if self.is_our_via(&f.via) {
-                return self.forward_stateless_response(msg);
+            if self.is_our_via(&f.via.via) {
+                return self.forward_stateless_response(msg, &f);
             }
             self.metrics.retransmissions_absorbed += 1;
             return;
         };
+        let id = id as usize;
         if f.cseq.method == Method::Cancel {
             // The answer to our CANCEL: stop retransmitting it.
-            let c = &mut self.clients[slot];
-            if matches!(c.cancel, Cancel::Sent(_)) {
+            let t = &mut self.txns[id];
+            if let Some(c) = t.client.as_mut().filter(|c| c.cancel == Cancel::Sent) {
                 c.cancel = Cancel::Answered;
-                c.armed.clear(TimerKind::CancelRetransmit);
+                t.armed.clear(TimerKind::CancelRetransmit);
+                self.release_request(id);
             }
             return;
         }
-        self.client_response(now, slot, msg, &f, code);
+        self.client_response(now, id, msg, &f, code);
     }
 
-    fn forward_stateless_response(&mut self, msg: &Message) {
-        let mut vias = msg.vias();
-        let _ours = vias.next();
-        let Some(Ok(next)) = vias.next() else {
+    /// The response without its top Via (ours), to go upstream.
+    fn without_top_via(&mut self, msg: &Message, f: &Facts<'_>) -> Bytes {
+        let base = msg.as_bytes();
+        let (a, b) = wire::first_value_cut(base, f.via.via.raw);
+        let mut s = std::mem::take(&mut self.splices);
+        s.clear();
+        s.remove(a, b);
+        let out = s.apply(base);
+        self.splices = s;
+        out
+    }
+
+    fn forward_stateless_response(&mut self, msg: &Message, f: &Facts<'_>) {
+        let Some(Ok(next)) = msg.vias().nth(1) else {
             self.metrics.drop(DropReason::BadNextHop);
             return;
         };
@@ -1428,271 +2103,268 @@ impl Proxy {
             return;
         };
         let transport = Transport::from_param(next.transport).unwrap_or(Transport::Udp);
-        let mut ed = Editor::new(msg);
-        ed.pop_via();
-        let payload = ed.to_bytes();
+        let payload = self.without_top_via(msg, f);
         self.send(dest, transport, None, payload);
     }
 
     fn client_response(
         &mut self,
         now: Instant,
-        slot: usize,
+        id: usize,
         msg: &Message,
         f: &Facts<'_>,
         code: u16,
     ) {
-        let t = self.cfg.timers;
-        let c = &mut self.clients[slot];
-        let server = c.server;
+        let tm = self.cfg.timers;
+        let t = &mut self.txns[id];
+        let invite = t.method == Method::Invite;
+        let has_server = t.server.is_some();
+        let Some(c) = t.client.as_ref() else { return };
+        let (hop, state) = (c.hop, c.state);
         // Any response stops request retransmission and the failover clock.
-        c.armed.clear(TimerKind::Retransmit);
-        c.armed.clear(TimerKind::Failover);
+        t.armed.clear(TimerKind::Retransmit);
+        t.armed.clear(TimerKind::Failover);
         if code < 200 {
-            return self.client_provisional(now, slot, msg, f, code);
+            return self.client_provisional(now, id, msg, f, code);
         }
-        let invite = c.invite;
-        let state = c.state;
-        c.armed.clear(TimerKind::TimerC);
-        c.armed.clear(TimerKind::Timeout);
+        t.armed.clear(TimerKind::TimerC);
+        t.armed.clear(TimerKind::Timeout);
+        let (dest, transport) = self.hop_addr(hop);
         if matches!(state, CState::Completed | CState::Accepted) {
             // A retransmitted final: ACK again, forward a 2xx again.
-            if let Some(ack) = c.ack.clone() {
-                let (d, tr) = (c.dest, c.transport);
-                self.send(d, tr, None, ack);
+            let ack = self.txns[id].client.as_ref().and_then(|c| c.ack.clone());
+            if let Some(ack) = ack {
+                self.send(dest, transport, None, ack);
             }
-            if state == CState::Accepted && (200..300).contains(&code) && server.is_some() {
-                self.relay_up(now, server, msg, f, code);
+            if state == CState::Accepted && (200..300).contains(&code) && has_server {
+                self.relay_up(now, id, msg, f, code);
             } else {
                 self.metrics.retransmissions_absorbed += 1;
             }
             return;
         }
         if invite && (200..300).contains(&code) {
-            c.state = CState::Accepted;
-            // Timer M: 2xx retransmissions are still forwarded.
-            self.arm_client(slot, TimerKind::ClientLinger, now + t.t1 * 64);
-            if server.is_none() {
-                self.ghost_2xx(now, slot, msg);
-            } else {
-                self.dialogs.confirm(now, f.call_id);
-                self.relay_up(now, server, msg, f, code);
+            if let Some(c) = self.txns[id].client.as_mut() {
+                c.state = CState::Accepted;
             }
-            self.clients[slot].request = Bytes::new();
+            // Timer M: 2xx retransmissions are still forwarded.
+            self.arm(id, TimerKind::ClientLinger, now, tm.t1 * 64);
+            if has_server {
+                self.dialogs.confirm(now, f.call_id);
+                self.relay_up(now, id, msg, f, code);
+            } else {
+                self.ghost_2xx(now, id, msg);
+            }
+            self.release_request(id);
             return;
         }
+        let linger = if transport.is_reliable() {
+            Duration::ZERO
+        } else if invite {
+            // Timer D: absorb final retransmissions.
+            Duration::from_secs(32)
+        } else {
+            tm.t4
+        };
         if invite {
             // Hop-by-hop ACK for a non-2xx final.
-            if let Ok(req) = Message::parse(c.request.clone()) {
-                let ack = derived_request(&req, b"ACK", msg.header(HeaderName::To));
-                let (d, tr) = (c.dest, c.transport);
+            if let Some(ack) = self.derived(id, b"ACK", msg.header(HeaderName::To)) {
+                let c = self.txns[id].client.as_mut().expect("checked above");
                 c.ack = Some(ack.clone());
-                self.send(d, tr, None, ack);
+                self.send(dest, transport, None, ack);
             }
-            let c = &mut self.clients[slot];
-            c.state = CState::Completed;
-            // Timer D: absorb final retransmissions.
-            let d = if c.transport.is_reliable() {
-                Duration::ZERO
-            } else {
-                Duration::from_secs(32)
-            };
-            self.arm_client(slot, TimerKind::ClientLinger, now + d);
-        } else {
-            c.state = CState::Completed;
-            let k = if c.transport.is_reliable() {
-                Duration::ZERO
-            } else {
-                t.t4
-            };
-            self.arm_client(slot, TimerKind::ClientLinger, now + k);
         }
-        let request = std::mem::take(&mut self.clients[slot].request);
-        let rr_lines = self.clients[slot].rr_lines;
-        let Some((sid, sgen)) = server else { return };
-        if self.servers.get(sid).is_none_or(|s| s.gen != sgen) {
+        let c = self.txns[id].client.as_mut().expect("checked above");
+        c.state = CState::Completed;
+        self.arm(id, TimerKind::ClientLinger, now, linger);
+        let t = &self.txns[id];
+        let Some(s) = t.server.as_ref() else {
+            self.release_request(id);
             return;
-        }
+        };
         // 503 on a new dialog: the next Edge, if any.
-        let hop = self.clients[slot].hop;
-        let st = &self.servers[sid];
-        if code == 503 && st.new_dialog && !st.cancelled && st.state == SState::Proceeding {
+        if code == 503 && t.new_dialog && !s.cancelled && s.state == SState::Proceeding {
             if let Hop::Edge(e) = hop {
                 self.events
                     .push_back(Event::EdgeFailure { edge: e as usize });
             }
             self.metrics.failovers += 1;
-            self.servers[sid].client = None;
-            self.clients[slot].server = None;
-            self.forward_next(now, sid, Template::Previous(request, rr_lines));
+            self.forward_next(now, id, None, None);
             return;
         }
-        self.relay_up(now, server, msg, f, code);
+        self.relay_up(now, id, msg, f, code);
+        self.release_request(id);
     }
 
     fn client_provisional(
         &mut self,
         now: Instant,
-        slot: usize,
+        id: usize,
         msg: &Message,
         f: &Facts<'_>,
         code: u16,
     ) {
-        let t = self.cfg.timers;
-        let c = &mut self.clients[slot];
-        let server = c.server;
+        let tm = self.cfg.timers;
+        let hop = self.txns[id].client.as_ref().expect("a branch").hop;
+        let (_, transport) = self.hop_addr(hop);
+        let t = &mut self.txns[id];
+        let invite = t.method == Method::Invite;
+        let has_server = t.server.is_some();
+        let c = t.client.as_mut().expect("a branch");
         if c.state == CState::Trying {
             c.state = CState::Proceeding;
         }
-        if c.invite {
+        if invite {
             // Timer B runs in Calling only; Timer C takes over.
-            c.armed.clear(TimerKind::Timeout);
-        } else if !c.transport.is_reliable() {
+            t.armed.clear(TimerKind::Timeout);
+        } else if !transport.is_reliable() {
             // Non-INVITE: Timer E goes on at T2 in Proceeding.
-            c.interval = ms(t.t2);
-            self.arm_client(slot, TimerKind::Retransmit, now + t.t2);
+            c.interval = ms(tm.t2);
+            self.arm(id, TimerKind::Retransmit, now, tm.t2);
         }
-        let c = &mut self.clients[slot];
-        if code == 100 || !c.invite {
-            if code > 100 && server.is_some() {
-                self.relay_up(now, server, msg, f, code);
+        if code == 100 || !invite {
+            if code > 100 && has_server {
+                self.relay_up(now, id, msg, f, code);
             }
             return;
         }
+        let c = self.txns[id].client.as_mut().expect("a branch");
         c.got_provisional = true;
-        self.arm_client(slot, TimerKind::TimerC, now + t.timer_c);
-        let gen = self.clients[slot].gen;
-        if matches!(self.clients[slot].cancel, Cancel::Pending) {
-            self.clients[slot].cancel = Cancel::None;
-            self.cancel_branch(now, slot, gen);
+        let pending = c.cancel == Cancel::Pending;
+        if pending {
+            c.cancel = Cancel::None;
         }
-        match server {
+        self.arm(id, TimerKind::TimerC, now, tm.timer_c);
+        if pending {
+            self.cancel_branch(now, id);
+        }
+        if has_server {
+            self.relay_up(now, id, msg, f, code);
+        } else {
             // A ghost branch that rings: CANCEL it.
-            None => {
-                if matches!(self.clients[slot].cancel, Cancel::None) {
-                    self.metrics.ghost_cancels += 1;
-                }
-                self.cancel_branch(now, slot, gen);
+            if self.txns[id]
+                .client
+                .as_ref()
+                .is_some_and(|c| c.cancel == Cancel::None)
+            {
+                self.metrics.ghost_cancels += 1;
             }
-            Some(_) => self.relay_up(now, server, msg, f, code),
+            self.cancel_branch(now, id);
         }
     }
 
-    /// Forwards a response upstream on its server transaction.
-    fn relay_up(
-        &mut self,
-        now: Instant,
-        server: Option<(usize, u32)>,
-        msg: &Message,
-        f: &Facts<'_>,
-        code: u16,
-    ) {
-        let Some((sid, sgen)) = server else { return };
-        let Some(st) = self.servers.get(sid).filter(|s| s.gen == sgen) else {
-            return;
-        };
-        let (peer, state) = (st.peer, st.state);
+    /// Forwards a response upstream on the server side of `id`.
+    fn relay_up(&mut self, now: Instant, id: usize, msg: &Message, f: &Facts<'_>, code: u16) {
+        let t = &self.txns[id];
+        let Some(s) = t.server.as_ref() else { return };
+        let (peer, state) = (t.peer, s.state);
         // After a final answer only 2xx retransmissions of an INVITE pass.
         if state != SState::Proceeding && !(state == SState::Accepted && (200..300).contains(&code))
         {
             self.metrics.retransmissions_absorbed += 1;
             return;
         }
-        let mut ed = Editor::new(msg);
-        ed.pop_via();
-        let payload = ed.to_bytes();
-        self.send(peer.addr, peer.transport, peer.connection, payload.clone());
+        let payload = self.without_top_via(msg, f);
+        self.send_to(peer, payload.clone());
         if code >= 200 && state == SState::Proceeding {
-            self.server_final(now, sid, payload, code, Some(f.call_id));
+            self.server_final(now, id, payload, code, Some(f.call_id));
         }
     }
 
     /// A 2xx on an abandoned branch: ACK it and hang up, so no ghost call
     /// stays up on that Edge.
-    fn ghost_2xx(&mut self, now: Instant, slot: usize, resp: &Message) {
-        let ours = self.service_addr(self.clients[slot].transport);
-        let c = &mut self.clients[slot];
-        let Ok(req) = Message::parse(c.request.clone()) else {
+    fn ghost_2xx(&mut self, now: Instant, id: usize, resp: &Message) {
+        let t = &self.txns[id];
+        let Some(c) = t.client.as_ref() else { return };
+        let Some(req) = reparse(&t.request) else {
             return;
         };
-        let (dest, transport) = (c.dest, c.transport);
+        let hop = c.hop;
+        let (dest, transport) = self.hop_addr(hop);
+        let (tx, lh) = (t.tx, t.loop_hash);
         let target = resp
             .contacts()
             .next()
             .and_then(|c| c.ok().flatten())
-            .map(|c| c.uri.to_vec())
-            .unwrap_or_else(|| req.request_uri_bytes().unwrap_or_default().to_vec());
+            .map(|c| c.uri)
+            .or(req.request_uri_bytes())
+            .unwrap_or_default();
         let to = resp.header(HeaderName::To).unwrap_or_default();
         let seq = req.cseq().map(|c| c.seq).unwrap_or(1);
-        let lh = req
-            .top_via()
-            .ok()
-            .and_then(|v| v.branch().and_then(crate::branch::parse))
-            .map_or(0, |b| b.loop_hash);
-        let mk = |branch: &str, method: &[u8], seq: u32| {
-            let mut b = Builder::request(method, &target);
-            b.push(
-                "Via",
-                format!(
-                    "SIP/2.0/{} {ours};branch={branch};rport",
-                    transport.via_name()
-                )
-                .as_bytes(),
-            );
-            b.push("Max-Forwards", b"70");
-            b.copy_from(&req, HeaderName::From);
-            b.push("To", to);
-            b.copy_from(&req, HeaderName::CallId);
-            b.push_display(
-                "CSeq",
-                format_args!("{seq} {}", String::from_utf8_lossy(method)),
-            );
-            b.finish()
+        let mk = |p: &Proxy, method: &[u8], seq: u32, branch: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = Vec::with_capacity(512);
+            b.extend_from_slice(method);
+            b.push(b' ');
+            b.extend_from_slice(target);
+            b.extend_from_slice(b" SIP/2.0\r\nVia: ");
+            b.extend_from_slice(&p.via_prefix[transport as usize]);
+            branch(&mut b);
+            b.extend_from_slice(b";rport\r\nMax-Forwards: 70\r\n");
+            for v in req.header_values(HeaderName::From) {
+                push_header(&mut b, b"From", v);
+            }
+            push_header(&mut b, b"To", to);
+            for v in req.header_values(HeaderName::CallId) {
+                push_header(&mut b, b"Call-ID", v);
+            }
+            b.extend_from_slice(b"CSeq: ");
+            push_dec(&mut b, seq.into());
+            b.push(b' ');
+            b.extend_from_slice(method);
+            b.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+            Bytes::from(b)
         };
-        let ack_branch = crate::branch::make_stateless(self.branch_id, fnv1a(&c.request));
-        let ack = mk(&ack_branch, b"ACK", seq);
-        c.ack = Some(ack.clone());
-        self.send(dest, transport, None, ack);
+        let id_mark = self.branch_id;
+        let ack = mk(self, b"ACK", seq, &|b| {
+            crate::branch::write_stateless(b, id_mark, crate::hash::mix(tx))
+        });
         // The BYE is a client transaction of our own.
-        let gen = self.next_gen();
-        let bslot = self.clients.vacant_key();
-        let tx = {
-            use std::hash::Hasher;
+        self.ghost_seq += 1;
+        let btx = {
             let mut h = self.branch_key;
             h.write(b"ghost BYE");
             h.write(&self.cfg.instance.to_le_bytes());
-            h.write(&(bslot as u64).to_le_bytes());
-            h.write(&gen.to_le_bytes());
+            h.write(&self.ghost_seq.to_le_bytes());
             h.finish()
         };
-        let branch = crate::branch::make(self.branch_id, tx, lh);
-        let bye = mk(&branch, b"BYE", seq.wrapping_add(1));
-        let hop = self.clients[slot].hop;
-        self.by_branch.insert(tx, bslot);
-        self.clients.insert(ClientTxn {
-            gen,
-            tx,
-            server: None,
-            hop,
-            dest,
-            transport,
+        let bye = mk(self, b"BYE", seq.wrapping_add(1), &|b| {
+            crate::branch::write(b, id_mark, btx, lh)
+        });
+        drop(req);
+        if let Some(c) = self.txns[id].client.as_mut() {
+            c.ack = Some(ack.clone());
+        }
+        self.send(dest, transport, None, ack);
+        let bid = self.txns.insert(Txn {
+            skey: 0,
+            tx: btx,
             request: bye.clone(),
-            rr_lines: 0,
-            invite: false,
-            state: CState::Trying,
-            got_provisional: false,
-            cancel: Cancel::None,
-            ack: None,
-            interval: ms(self.cfg.timers.t1),
+            peer: self.txns[id].peer,
+            loop_hash: lh,
+            from_edge: None,
+            method: Method::Bye,
+            new_dialog: false,
+            server: None,
+            client: Some(Client {
+                hop,
+                state: CState::Trying,
+                got_provisional: false,
+                cancel: Cancel::None,
+                own: true,
+                interval: ms(self.cfg.timers.t1),
+                ack: None,
+            }),
             armed: Armed::default(),
         });
+        self.clients += 1;
+        self.by_branch.insert(btx, bid as u32);
         self.metrics.ghost_byes += 1;
         self.send(dest, transport, None, bye);
         let t = self.cfg.timers;
         if !transport.is_reliable() {
-            self.arm_client(bslot, TimerKind::Retransmit, now + t.t1);
+            self.arm(bid, TimerKind::Retransmit, now, t.t1);
         }
-        self.arm_client(bslot, TimerKind::Timeout, now + t.t1 * 64);
+        self.arm(bid, TimerKind::Timeout, now, t.t1 * 64);
     }
 
     /// The shell could not send toward `dest`: every branch waiting there
@@ -1704,115 +2376,111 @@ impl Proxy {
         transport: Transport,
     ) {
         let hit: Vec<usize> = self
-            .clients
+            .txns
             .iter()
-            .filter(|(_, c)| {
-                c.dest == dest && c.transport == transport && matches!(c.state, CState::Trying)
+            .filter(|(_, t)| {
+                t.client.as_ref().is_some_and(|c| {
+                    c.state == CState::Trying && self.hop_addr(c.hop) == (dest, transport)
+                })
             })
             .map(|(k, _)| k)
             .collect();
-        for slot in hit {
-            self.branch_failed(now, slot);
+        for id in hit {
+            self.branch_failed(now, id);
         }
     }
 
     /// A branch that gave nothing: abandon it and try the next hop.
-    fn branch_failed(&mut self, now: Instant, slot: usize) {
-        let c = &mut self.clients[slot];
-        c.armed.clear(TimerKind::Failover);
-        let hop = c.hop;
-        let invite = c.invite;
-        let Some((sid, sgen)) = c.server else { return };
+    fn branch_failed(&mut self, now: Instant, id: usize) {
+        let t = &mut self.txns[id];
+        t.armed.clear(TimerKind::Failover);
+        let invite = t.method == Method::Invite;
+        let Some(hop) = t.client.as_ref().map(|c| c.hop) else {
+            return;
+        };
+        if t.server.is_none() {
+            return;
+        }
         if let Hop::Edge(e) = hop {
             self.events
                 .push_back(Event::EdgeFailure { edge: e as usize });
         }
-        let Some(st) = self.servers.get(sid).filter(|s| s.gen == sgen) else {
-            return;
-        };
-        if st.cancelled || st.state != SState::Proceeding || !st.new_dialog {
+        let t = &self.txns[id];
+        let Some(s) = t.server.as_ref() else { return };
+        if s.cancelled || s.state != SState::Proceeding || !t.new_dialog {
             return;
         }
-        self.prune_candidates(sid);
-        let st = &self.servers[sid];
-        if st.candidates.is_empty() && invite {
+        self.prune_candidates(id);
+        let s = self.txns[id].server.as_ref().expect("checked above");
+        if s.candidates.is_empty() && invite {
             // Nobody else to try: let this branch run to Timer B.
             return;
         }
         self.metrics.failovers += 1;
-        // Abandoned: late answers are CANCELled or hung up.
-        self.clients[slot].server = None;
-        self.servers[sid].client = None;
-        let (prev, rr) = (
-            self.clients[slot].request.clone(),
-            self.clients[slot].rr_lines,
-        );
-        self.forward_next(now, sid, Template::Previous(prev, rr));
+        self.forward_next(now, id, None, None);
     }
 
     // ----- timers -------------------------------------------------------
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        while let Some((owner, kind, ticket)) = self.timers.pop_due(now) {
-            match owner {
-                Owner::Sweep => {
-                    self.dialogs.sweep(now);
-                    self.limiter.sweep(now);
-                    self.timers
-                        .push(now + SWEEP_EVERY, Owner::Sweep, TimerKind::ServerLinger, 0);
-                }
-                Owner::Client { slot, gen } => {
-                    let slot = slot as usize;
-                    let live = self
-                        .clients
-                        .get_mut(slot)
-                        .filter(|c| c.gen == gen)
-                        .is_some_and(|c| c.armed.take_if(kind, ticket));
-                    if live {
-                        self.client_timer(now, slot, kind);
-                    }
-                }
-                Owner::Server { slot, gen } => {
-                    let id = slot as usize;
-                    let live = self
-                        .servers
-                        .get_mut(id)
-                        .filter(|s| s.gen == gen)
-                        .is_some_and(|s| s.armed.take_if(kind, ticket));
-                    if live {
-                        self.server_timer(now, id, kind);
-                    }
-                }
+        while let Some((slot, ticket)) = self.timers.pop_due(now) {
+            if slot == SWEEP {
+                self.dialogs.sweep(now);
+                self.limiter.sweep(now);
+                self.timers.push_sweep(now, SWEEP_EVERY);
+                continue;
+            }
+            let id = slot as usize;
+            let Some(kind) = self.txns.get_mut(id).and_then(|t| t.armed.take(ticket)) else {
+                continue;
+            };
+            if kind.is_server() {
+                self.server_timer(now, id, kind);
+            } else {
+                self.client_timer(now, id, kind);
             }
         }
     }
 
-    fn client_timer(&mut self, now: Instant, slot: usize, kind: TimerKind) {
-        let t = self.cfg.timers;
+    fn client_timer(&mut self, now: Instant, id: usize, kind: TimerKind) {
+        let tm = self.cfg.timers;
+        let Some(hop) = self.txns[id].client.as_ref().map(|c| c.hop) else {
+            return;
+        };
+        let (d, tr) = self.hop_addr(hop);
+        let t = &mut self.txns[id];
+        let invite = t.method == Method::Invite;
+        let Some(c) = t.client.as_mut() else { return };
         match kind {
             TimerKind::Retransmit => {
-                let c = &mut self.clients[slot];
-                let (d, tr, r) = (c.dest, c.transport, c.request.clone());
-                c.interval = if c.invite {
+                c.interval = if invite {
                     c.interval * 2
                 } else {
-                    (c.interval * 2).min(ms(t.t2))
+                    (c.interval * 2).min(ms(tm.t2))
                 };
-                let next = now + Duration::from_millis(c.interval.into());
-                self.metrics.retransmissions_sent += 1;
-                self.send(d, tr, None, r);
-                self.arm_client(slot, TimerKind::Retransmit, next);
+                let next = Duration::from_millis(c.interval.into());
+                let payload = if c.own {
+                    Some(t.request.clone())
+                } else {
+                    reparse(&t.request).and_then(|m| {
+                        let f = self.facts(&m, TopVia::of(&m)?).ok()?;
+                        Some(self.forwarded(&m, &f, id))
+                    })
+                };
+                if let Some(p) = payload {
+                    self.metrics.retransmissions_sent += 1;
+                    self.send(d, tr, None, p);
+                }
+                self.arm(id, TimerKind::Retransmit, now, next);
             }
-            TimerKind::CancelRetransmit => {
-                let c = &mut self.clients[slot];
-                if let Cancel::Sent(request) = &c.cancel {
-                    c.interval = (c.interval * 2).min(ms(t.t2));
-                    let next = now + Duration::from_millis(c.interval.into());
-                    let (d, tr, r) = (c.dest, c.transport, request.clone());
+            TimerKind::CancelRetransmit if c.cancel == Cancel::Sent => {
+                c.interval = (c.interval * 2).min(ms(tm.t2));
+                let next = Duration::from_millis(c.interval.into());
+                if let Some(r) = self.derived(id, b"CANCEL", None) {
                     self.metrics.retransmissions_sent += 1;
                     self.send(d, tr, None, r);
-                    self.arm_client(slot, TimerKind::CancelRetransmit, next);
                 }
+                self.arm(id, TimerKind::CancelRetransmit, now, next);
             }
             TimerKind::Failover => {
                 // Silence means a dead Edge only if the Edge is silent: one
@@ -1821,38 +2489,37 @@ impl Proxy {
                 // there is too much (a retry storm). Its INVITE waits for
                 // Timer A's retransmission and Timer B instead; a dead Edge
                 // still fails over now, and a 503 at once.
-                let alive = match self.clients[slot].hop {
+                let alive = match hop {
                     Hop::Edge(e) => self.edges.edges[e as usize]
                         .last_heard
-                        .is_some_and(|t| t + self.cfg.timers.failover_after > now),
+                        .is_some_and(|t| t + tm.failover_after > now),
                     _ => false,
                 };
                 if alive {
                     self.metrics.failovers_held += 1;
                 } else {
-                    self.branch_failed(now, slot);
+                    self.branch_failed(now, id);
                 }
             }
             TimerKind::TimerC => {
-                if self.clients[slot].got_provisional {
+                if c.got_provisional {
                     // Ringing too long: CANCEL it; the 487 ends the call.
-                    let gen = self.clients[slot].gen;
-                    self.cancel_branch(now, slot, gen);
-                    self.arm_client(slot, TimerKind::Timeout, now + t.t1 * 64);
+                    self.cancel_branch(now, id);
+                    self.arm(id, TimerKind::Timeout, now, tm.t1 * 64);
                 } else {
                     // Nothing but 100: as if the branch timed out (16.8).
-                    self.client_timer(now, slot, TimerKind::Timeout);
+                    self.client_timer(now, id, TimerKind::Timeout);
                 }
             }
             TimerKind::Timeout => {
                 // Timer B or F: no final answer. 408 upstream (RFC 3261
                 // 16.8), or the next Edge first for a new dialog.
-                let c = self.remove_client(slot);
-                let Some((sid, sgen)) = c.server else { return };
-                let Some(st) = self.servers.get(sid).filter(|s| s.gen == sgen) else {
+                let Some(c) = self.remove_client(id) else {
                     return;
                 };
-                if st.state != SState::Proceeding {
+                let Some(t) = self.txns.get(id) else { return };
+                let Some(s) = t.server.as_ref() else { return };
+                if s.state != SState::Proceeding {
                     return;
                 }
                 if let Hop::Edge(e) = c.hop {
@@ -1861,46 +2528,52 @@ impl Proxy {
                             .push_back(Event::EdgeFailure { edge: e as usize });
                     }
                 }
-                let cancelled = st.cancelled;
-                if st.new_dialog && !cancelled && !st.candidates.is_empty() {
+                let cancelled = s.cancelled;
+                if t.new_dialog && !cancelled && !s.candidates.is_empty() {
                     self.metrics.failovers += 1;
-                    self.servers[sid].client = None;
-                    self.forward_next(now, sid, Template::Previous(c.request, c.rr_lines));
+                    self.forward_next(now, id, None, None);
                     return;
                 }
-                let peer = st.peer;
                 let (code, reason) = if cancelled {
                     (487, "Request Terminated")
                 } else {
                     (408, "Request Timeout")
                 };
-                if let Some(r) = self.answer_forwarded(&c.request, peer, code, reason, &[]) {
-                    self.server_final(now, sid, r, code, None);
-                }
+                let peer = t.peer;
+                let Some(req) = reparse(&t.request) else {
+                    return;
+                };
+                let Some(f) = TopVia::of(&req).and_then(|v| self.facts(&req, v).ok()) else {
+                    return;
+                };
+                let r = self.answer(&req, Some(&f), peer, code, reason, &[], true);
+                let cid = Some(f.call_id);
+                self.server_final(now, id, r, code, cid);
             }
             TimerKind::ClientLinger => {
-                self.remove_client(slot);
+                self.remove_client(id);
             }
             _ => {}
         }
     }
 
     fn server_timer(&mut self, now: Instant, id: usize, kind: TimerKind) {
-        let t = self.cfg.timers;
+        let tm = self.cfg.timers;
         match kind {
             TimerKind::ServerRetransmit => {
-                let st = &mut self.servers[id];
-                if st.state != SState::Completed {
+                let t = &mut self.txns[id];
+                let p = t.peer;
+                let Some(s) = t.server.as_mut() else { return };
+                if s.state != SState::Completed {
                     return;
                 }
-                st.g_interval = (st.g_interval * 2).min(ms(t.t2));
-                let next = now + Duration::from_millis(st.g_interval.into());
-                if let Some(r) = st.last_response.clone() {
-                    let p = st.peer;
+                s.g_interval = (s.g_interval * 2).min(ms(tm.t2));
+                let next = Duration::from_millis(s.g_interval.into());
+                if let Some(r) = s.response.clone() {
                     self.metrics.retransmissions_sent += 1;
-                    self.send(p.addr, p.transport, p.connection, r);
+                    self.send_to(p, r);
                 }
-                self.arm_server(id, TimerKind::ServerRetransmit, next);
+                self.arm(id, TimerKind::ServerRetransmit, now, next);
             }
             TimerKind::ServerLinger => self.remove_server(id),
             _ => {}
@@ -1909,26 +2582,26 @@ impl Proxy {
 
     /// Approximate bytes held by live transactions (buffers included).
     pub(crate) fn transaction_bytes(&self) -> usize {
-        let s: usize = self
-            .servers
+        let t: usize = self
+            .txns
             .iter()
-            .map(|(_, s)| {
-                std::mem::size_of::<ServerTxn>()
-                    + s.key.len()
-                    + s.last_response.as_ref().map_or(0, Bytes::len)
-                    + s.candidates.capacity() * std::mem::size_of::<Hop>()
+            .map(|(_, t)| {
+                std::mem::size_of::<Txn>()
+                    + t.request.len()
+                    + t.server.as_ref().map_or(0, |s| {
+                        s.response.as_ref().map_or(0, Bytes::len)
+                            + match &s.candidates.list {
+                                List::Heap(b) => b.len() * 2,
+                                List::Inline(..) => 0,
+                            }
+                    })
+                    + t.client
+                        .as_ref()
+                        .map_or(0, |c| c.ack.as_ref().map_or(0, Bytes::len))
             })
             .sum();
-        let c: usize = self
-            .clients
-            .iter()
-            .map(|(_, c)| {
-                std::mem::size_of::<ClientTxn>()
-                    + c.request.len()
-                    + c.ack.as_ref().map_or(0, Bytes::len)
-            })
-            .sum();
-        s + c + self.server_index.len() * (std::mem::size_of::<(Box<[u8]>, usize)>() + 1)
+        let slot = std::mem::size_of::<(u64, u32)>() + 1;
+        t + (self.server_index.len() + self.by_branch.len()) * slot
     }
 
     /// Sources the rate limiter tracks.
@@ -1939,6 +2612,98 @@ impl Proxy {
     pub(crate) fn timers_len(&self) -> usize {
         self.timers.len()
     }
+}
+
+/// The `received` and `rport` a request's top Via gets when forwarded
+/// (RFC 3261 18.2.1, RFC 3581): received when the sent-by is not the
+/// source, rport filled in when asked for.
+fn via_fixes(top: &TopVia<'_>, peer: Peer) -> (Option<IpAddr>, Option<u16>) {
+    let source_ip = peer.addr.ip();
+    let received =
+        (top.via.host.ip().map(canonical) != Some(canonical(source_ip))).then_some(source_ip);
+    let rport = top.rport.is_some().then_some(peer.addr.port());
+    (received, rport)
+}
+
+/// Splices `received` and `rport` into `via`, a slice of `base`. A
+/// `received` the sender wrote itself is replaced, not kept ahead of ours:
+/// responses are routed by the first one.
+fn via_fix_splices(
+    s: &mut Splices,
+    base: &[u8],
+    top: &TopVia<'_>,
+    received: Option<IpAddr>,
+    rport: Option<u16>,
+) {
+    if let (Some(port), Some(p)) = (rport, top.rport) {
+        if p.value.is_none() {
+            let at = off(base, p.raw);
+            s.replace(at, at + p.raw.len(), |o| {
+                o.extend_from_slice(b";rport=");
+                push_dec(o, port.into());
+            });
+        }
+    }
+    if let Some(ip) = received {
+        let (start, end) = match top.received {
+            Some(p) => {
+                let at = off(base, p.raw);
+                (at, at + p.raw.len())
+            }
+            None => {
+                let end = off(base, top.via.raw) + top.via.raw.len();
+                (end, end)
+            }
+        };
+        s.replace(start, end, |o| {
+            o.extend_from_slice(b";received=");
+            wire::push_host(o, ip);
+        });
+    }
+}
+
+/// Removes the `ours` leading Route values (RFC 3261 16.4): one by
+/// cutting it from its line, more by writing the rest as one line.
+fn pop_routes(s: &mut Splices, msg: &Message, r: &Routes<'_>) {
+    let base = msg.as_bytes();
+    let ours = r.ours;
+    if ours == 1 {
+        if let Some(first) = r.first {
+            let (a, b) = wire::first_value_cut(base, first);
+            s.remove(a, b);
+        }
+    } else if ours > 1 {
+        let mut last_line = None;
+        for v in msg.header_values(HeaderName::Route) {
+            let (start, end) = wire::first_value_cut(base, v);
+            let line = wire::line_start(base, start);
+            if last_line != Some(line) {
+                last_line = Some(line);
+                // The whole line: from its start to the CRLF after its end.
+                let (_, end) = whole_line(base, line, end);
+                s.remove(line, end);
+            }
+        }
+        let rest: Vec<&[u8]> = msg.header_values(HeaderName::Route).skip(ours).collect();
+        if !rest.is_empty() {
+            s.insert(headers_end(msg), |o| {
+                push_header(o, b"Route", &rest.join(&b", "[..]))
+            });
+        }
+    }
+}
+
+/// The line starting at `line`, through the CRLF that is not a fold.
+fn whole_line(base: &[u8], line: usize, from: usize) -> (usize, usize) {
+    let mut i = from.max(line);
+    while let Some(n) = memchr::memchr(b'\n', &base[i..]) {
+        let end = i + n + 1;
+        if !matches!(base.get(end), Some(b' ' | b'\t')) {
+            return (line, end);
+        }
+        i = end;
+    }
+    (line, base.len())
 }
 
 /// The next hop's part of a branch key.
@@ -1953,13 +2718,13 @@ fn hop_tag(hop: Hop) -> [u8; 20] {
             t[0] = 2;
             t[1..3].copy_from_slice(&n.to_le_bytes());
         }
-        Hop::Addr(a, tr) => {
+        Hop::Addr(ip, port, tr) => {
             t[0] = 3 + tr as u8;
-            match a.ip() {
+            match ip {
                 IpAddr::V4(v) => t[1..5].copy_from_slice(&v.octets()),
                 IpAddr::V6(v) => t[1..17].copy_from_slice(&v.octets()),
             }
-            t[17..19].copy_from_slice(&a.port().to_le_bytes());
+            t[17..19].copy_from_slice(&port.to_le_bytes());
         }
     }
     t
@@ -1989,42 +2754,43 @@ fn via_destination(v: &Via<'_>) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-/// CANCEL or ACK built from the INVITE we sent (RFC 3261 9.1, 17.1.1.3):
-/// same Request-URI, our top Via only, same From, Call-ID, CSeq number and
-/// Route; To from the response for an ACK.
-fn derived_request(invite: &Message, method: &[u8], to: Option<&[u8]>) -> Bytes {
-    let mut b = Builder::request(method, invite.request_uri_bytes().unwrap_or_default());
-    if let Some(v) = invite.header_values(HeaderName::Via).next() {
-        b.push("Via", v);
-    }
-    b.push("Max-Forwards", b"70");
-    b.copy_from(invite, HeaderName::From);
-    match to {
-        Some(t) => b.push("To", t),
-        None => b.copy_from(invite, HeaderName::To),
-    }
-    b.copy_from(invite, HeaderName::CallId);
-    let seq = invite.cseq().map(|c| c.seq).unwrap_or(1);
-    b.push_display(
-        "CSeq",
-        format_args!("{seq} {}", String::from_utf8_lossy(method)),
-    );
-    b.copy_from(invite, HeaderName::Route);
-    b.finish()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn transaction_structs_stay_small() {
-        let (s, c, h) = (
-            std::mem::size_of::<ServerTxn>(),
-            std::mem::size_of::<ClientTxn>(),
+    fn valid_params_match_the_parser() {
+        for v in [
+            &b"SIP/2.0/UDP a;branch=z9hG4bK1;rport"[..],
+            b"SIP/2.0/UDP a:5060 ; rport = 5062 ;received=[2001:db8::1];branch=z9hG4bK2 ",
+            b"SIP/2.0/UDP a;x=\"q;u\\\"o=t\";branch=1;lr",
+            b"SIP/2.0/UDP a;\r\n branch\r\n =\r\n z9hG4bK3;RPORT",
+            b"SIP/2.0/UDP a",
+            b"SIP/2.0/UDP [::1]:5060;received=[::2];maddr=x;ttl=1",
+        ] {
+            let via = Via::parse(v).unwrap();
+            let ours: Vec<Param<'_>> = ValidParams::new(via.params.as_bytes()).collect();
+            let theirs: Vec<Param<'_>> = via.params.iter().collect();
+            assert_eq!(ours, theirs, "{}", String::from_utf8_lossy(v));
+        }
+        let msg = Message::parse(Bytes::from_static(
+            b"OPTIONS sip:x SIP/2.0\r\nv: SIP/2.0/UDP a;branch=z9hG4bKx ,SIP/2.0/UDP b\r\nl: 0\r\n\r\n",
+        ))
+        .unwrap();
+        let top = TopVia::of(&msg).unwrap();
+        assert_eq!(top.via.raw, msg.top_via().unwrap().raw);
+        assert_eq!(top.branch, Some(&b"z9hG4bKx"[..]));
+    }
+
+    #[test]
+    fn transaction_entry_stays_small() {
+        let (t, s, c, h) = (
+            std::mem::size_of::<Txn>(),
+            std::mem::size_of::<Server>(),
+            std::mem::size_of::<Client>(),
             std::mem::size_of::<Hop>(),
         );
-        eprintln!("ServerTxn {s} ClientTxn {c} Hop {h}");
-        assert!(s <= 256 && c <= 256, "ServerTxn {s} ClientTxn {c}");
+        eprintln!("Txn {t} (Server {s}, Client {c}, Hop {h})");
+        assert!(t <= 320, "Txn {t}");
     }
 }

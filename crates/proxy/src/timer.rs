@@ -1,11 +1,18 @@
 //! Deadlines with lazy cancellation: an entry fires only if its owner still
-//! holds the same deadline for that kind when it comes due.
+//! holds the entry's ticket for some kind when it comes due.
+//!
+//! The proxy arms timers with a handful of delays (T1 and its doublings,
+//! 64*T1, T4, Timer C, the failover time), and `now` never goes back, so
+//! the entries of one delay come due in the order they were pushed. Each
+//! delay gets a FIFO lane: arming and firing are O(1), and the next
+//! deadline is the earliest lane head. An entry that would break its
+//! lane's order (a clock that stepped back) goes to a small heap instead.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::time::Instant;
+use std::collections::{BinaryHeap, VecDeque};
+use std::time::{Duration, Instant};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum TimerKind {
     /// INVITE request retransmission (A) or non-INVITE (E), client side.
     Retransmit,
@@ -25,76 +32,305 @@ pub(crate) enum TimerKind {
     ServerLinger,
 }
 
-pub(crate) const KINDS: usize = 8;
+const KINDS: usize = 8;
+
+const ALL: [TimerKind; KINDS] = [
+    TimerKind::Retransmit,
+    TimerKind::Timeout,
+    TimerKind::Failover,
+    TimerKind::TimerC,
+    TimerKind::ClientLinger,
+    TimerKind::CancelRetransmit,
+    TimerKind::ServerRetransmit,
+    TimerKind::ServerLinger,
+];
 
 impl TimerKind {
-    pub(crate) fn index(self) -> usize {
-        self as usize
+    pub(crate) fn is_server(self) -> bool {
+        matches!(self, TimerKind::ServerRetransmit | TimerKind::ServerLinger)
     }
 }
 
-/// Who a timer belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum Owner {
-    Client { slot: u32, gen: u32 },
-    Server { slot: u32, gen: u32 },
-    Sweep,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct TimerQueue {
-    heap: BinaryHeap<Reverse<(Instant, Owner, TimerKind, u32)>>,
-}
-
-impl TimerQueue {
-    pub(crate) fn push(&mut self, at: Instant, owner: Owner, kind: TimerKind, ticket: u32) {
-        self.heap.push(Reverse((at, owner, kind, ticket)));
-    }
-
-    pub(crate) fn peek(&self) -> Option<Instant> {
-        self.heap.peek().map(|r| r.0 .0)
-    }
-
-    /// The next entry due at `now`, if any.
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Owner, TimerKind, u32)> {
-        if self.heap.peek()?.0 .0 <= now {
-            self.heap.pop().map(|r| (r.0 .1, r.0 .2, r.0 .3))
-        } else {
-            None
-        }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.heap.len()
-    }
-}
+/// The owner of an entry that is not a transaction: the periodic sweep.
+pub(crate) const SWEEP: u32 = u32::MAX;
 
 /// Per-transaction armed timers: for each kind the ticket of the queue
-/// entry that counts (0: disarmed). Re-arming or clearing a kind makes its
-/// older entries stale; they are skipped when they come due.
+/// entry that counts (0: disarmed). Tickets are unique across the queue,
+/// so an entry left by an earlier owner of the slot never matches.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Armed {
     tickets: [u32; KINDS],
-    next: u32,
 }
 
 impl Armed {
-    /// Arms `kind` and returns the ticket its queue entry must carry.
-    pub(crate) fn set(&mut self, kind: TimerKind) -> u32 {
-        self.next = self.next.wrapping_add(1).max(1);
-        self.tickets[kind.index()] = self.next;
-        self.next
-    }
     pub(crate) fn clear(&mut self, kind: TimerKind) {
-        self.tickets[kind.index()] = 0;
+        self.tickets[kind as usize] = 0;
     }
-    /// True when `ticket` is still the armed one of `kind`; disarms it.
-    pub(crate) fn take_if(&mut self, kind: TimerKind, ticket: u32) -> bool {
-        if ticket != 0 && self.tickets[kind.index()] == ticket {
-            self.tickets[kind.index()] = 0;
-            true
-        } else {
-            false
+
+    pub(crate) fn clear_where(&mut self, f: impl Fn(TimerKind) -> bool) {
+        for k in ALL {
+            if f(k) {
+                self.clear(k);
+            }
         }
+    }
+
+    /// The kind `ticket` is armed for, disarmed; `None` for a stale entry.
+    pub(crate) fn take(&mut self, ticket: u32) -> Option<TimerKind> {
+        let n = self.tickets.iter().position(|&t| t == ticket && t != 0)?;
+        self.tickets[n] = 0;
+        Some(ALL[n])
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Entry {
+    /// Nanoseconds after the queue's epoch.
+    at: u64,
+    slot: u32,
+    ticket: u32,
+}
+
+/// A FIFO in fixed-size chunks: no doubling, so at most two chunks of
+/// slack whatever its length.
+#[derive(Debug, Default)]
+struct Fifo {
+    chunks: VecDeque<Vec<Entry>>,
+    head: usize,
+    spare: Option<Vec<Entry>>,
+}
+
+const CHUNK: usize = 128;
+
+impl Fifo {
+    fn back(&self) -> Option<&Entry> {
+        self.chunks.back().and_then(|c| c.last())
+    }
+
+    fn front(&self) -> Option<&Entry> {
+        self.chunks.front().and_then(|c| c.get(self.head))
+    }
+
+    fn push(&mut self, e: Entry) {
+        if self.chunks.back().is_none_or(|c| c.len() == CHUNK) {
+            let c = self
+                .spare
+                .take()
+                .unwrap_or_else(|| Vec::with_capacity(CHUNK));
+            self.chunks.push_back(c);
+        }
+        self.chunks.back_mut().expect("pushed above").push(e);
+    }
+
+    fn pop(&mut self) -> Option<Entry> {
+        let c = self.chunks.front_mut()?;
+        let e = *c.get(self.head)?;
+        self.head += 1;
+        if self.head == c.len() {
+            self.head = 0;
+            if c.len() == CHUNK {
+                let mut c = self.chunks.pop_front().expect("non-empty");
+                c.clear();
+                self.spare = Some(c);
+            } else {
+                // The only chunk, consumed: reuse it.
+                c.clear();
+            }
+        }
+        Some(e)
+    }
+
+    fn len(&self) -> usize {
+        self.chunks.iter().map(Vec::len).sum::<usize>() - self.head
+    }
+}
+
+#[derive(Debug)]
+struct Lane {
+    delay: u64,
+    fifo: Fifo,
+}
+
+/// More distinct delays than this share the heap.
+const MAX_LANES: usize = 32;
+
+#[derive(Debug)]
+pub(crate) struct TimerQueue {
+    epoch: Instant,
+    lanes: Vec<Lane>,
+    late: BinaryHeap<Reverse<Entry>>,
+    next_ticket: u32,
+    /// The last `now` seen and its offset: one event arms several timers.
+    clock: (Instant, u64),
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl TimerQueue {
+    pub(crate) fn new(epoch: Instant) -> Self {
+        TimerQueue {
+            epoch,
+            lanes: Vec::new(),
+            late: BinaryHeap::new(),
+            next_ticket: 0,
+            clock: (epoch, 0),
+        }
+    }
+
+    /// `now` in nanoseconds after the epoch.
+    fn offset(&mut self, now: Instant) -> u64 {
+        if self.clock.0 != now {
+            self.clock = (now, nanos(now.saturating_duration_since(self.epoch)));
+        }
+        self.clock.1
+    }
+
+    /// Arms `kind` of the transaction in `slot` to fire `delay` after `now`.
+    pub(crate) fn arm(
+        &mut self,
+        armed: &mut Armed,
+        kind: TimerKind,
+        slot: u32,
+        now: Instant,
+        delay: Duration,
+    ) {
+        self.next_ticket = self.next_ticket.wrapping_add(1).max(1);
+        armed.tickets[kind as usize] = self.next_ticket;
+        self.push(slot, self.next_ticket, now, delay);
+    }
+
+    /// An entry with no ticket to check (the sweep).
+    pub(crate) fn push_sweep(&mut self, now: Instant, delay: Duration) {
+        self.push(SWEEP, 0, now, delay);
+    }
+
+    fn push(&mut self, slot: u32, ticket: u32, now: Instant, delay: Duration) {
+        let delay = nanos(delay);
+        let at = self.offset(now).saturating_add(delay);
+        let e = Entry { at, slot, ticket };
+        let lane = match self.lanes.iter().position(|l| l.delay == delay) {
+            Some(n) => Some(n),
+            None if self.lanes.len() < MAX_LANES => {
+                self.lanes.push(Lane {
+                    delay,
+                    fifo: Fifo::default(),
+                });
+                Some(self.lanes.len() - 1)
+            }
+            None => None,
+        };
+        match lane {
+            Some(n) if self.lanes[n].fifo.back().is_none_or(|b| b.at <= at) => {
+                self.lanes[n].fifo.push(e)
+            }
+            _ => self.late.push(Reverse(e)),
+        }
+    }
+
+    /// Where the earliest entry is: a lane, or the heap (`None`).
+    fn earliest(&self) -> Option<(u64, Option<usize>)> {
+        let mut best = self.late.peek().map(|r| (r.0.at, None));
+        for (n, l) in self.lanes.iter().enumerate() {
+            if let Some(e) = l.fifo.front() {
+                if best.is_none_or(|b| e.at < b.0) {
+                    best = Some((e.at, Some(n)));
+                }
+            }
+        }
+        best
+    }
+
+    pub(crate) fn peek(&self) -> Option<Instant> {
+        self.earliest()
+            .map(|(at, _)| self.epoch + Duration::from_nanos(at))
+    }
+
+    /// The next entry due at `now`, if any: (slot, ticket).
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(u32, u32)> {
+        let (at, lane) = self.earliest()?;
+        if at > self.offset(now) {
+            return None;
+        }
+        let e = match lane {
+            Some(n) => self.lanes[n].fifo.pop(),
+            None => self.late.pop().map(|r| r.0),
+        }?;
+        Some((e.slot, e.ticket))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.late.len() + self.lanes.iter().map(|l| l.fifo.len()).sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fires_in_deadline_order_across_lanes_and_skips_stale() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut q = TimerQueue::new(t0);
+        let mut a = Armed::default();
+        let mut b = Armed::default();
+        q.arm(&mut a, TimerKind::Timeout, 1, t0, ms(300));
+        q.arm(&mut b, TimerKind::Retransmit, 2, t0, ms(100));
+        q.arm(&mut a, TimerKind::Retransmit, 1, t0 + ms(50), ms(100));
+        q.push_sweep(t0, ms(120));
+        // Re-armed: the first Timeout entry goes stale.
+        q.arm(&mut a, TimerKind::Timeout, 1, t0 + ms(10), ms(300));
+        // Behind its lane's last entry (the clock went back): the heap.
+        q.arm(&mut b, TimerKind::Failover, 2, t0 + ms(20), ms(100));
+        assert_eq!(q.late.len(), 1);
+        assert_eq!(q.len(), 6);
+        assert_eq!(q.peek(), Some(t0 + ms(100)));
+        let mut fired = vec![];
+        let end = t0 + ms(1000);
+        while let Some((slot, ticket)) = q.pop_due(end) {
+            let kind = match slot {
+                1 => a.take(ticket),
+                2 => b.take(ticket),
+                _ => Some(TimerKind::ServerLinger),
+            };
+            fired.push((slot, kind));
+        }
+        use TimerKind::*;
+        assert_eq!(
+            fired,
+            vec![
+                (2, Some(Retransmit)),
+                (2, Some(Failover)),
+                (SWEEP, Some(ServerLinger)),
+                (1, Some(Retransmit)),
+                (1, None),
+                (1, Some(Timeout)),
+            ]
+        );
+        assert_eq!((q.len(), q.peek()), (0, None));
+    }
+
+    #[test]
+    fn fifo_chunks_recycle() {
+        let mut f = Fifo::default();
+        for round in 0..3u64 {
+            for n in 0..(CHUNK as u64 * 2 + 5) {
+                f.push(Entry {
+                    at: round * 1000 + n,
+                    slot: 0,
+                    ticket: 0,
+                });
+            }
+            assert_eq!(f.len(), CHUNK * 2 + 5);
+            let mut last = None;
+            while let Some(e) = f.pop() {
+                assert!(last.is_none_or(|l| l < e.at));
+                last = Some(e.at);
+            }
+            assert_eq!(f.len(), 0);
+        }
+        assert!(f.chunks.len() <= 1);
     }
 }

@@ -36,7 +36,7 @@ pub fn config() -> ProxyConfig {
     c
 }
 
-/// A carrier INVITE of about 900 bytes with SDP.
+/// A carrier INVITE of about 800 bytes with SDP.
 pub fn invite(n: u64) -> Bytes {
     let sdp = "v=0\r\no=carrier 1234567890 1234567890 IN IP4 198.51.100.2\r\ns=call\r\nc=IN IP4 198.51.100.2\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0 8 18 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:18 G729/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n";
     Bytes::from(format!(
