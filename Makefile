@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build test lint unit deps demo certs fuzz fuzz-deps bench bench-parse bench-core bench-vip bench-vip-soak clean
+.PHONY: all build test lint unit deps demo certs fuzz fuzz-deps bench bench-parse bench-core bench-vip bench-vip-soak drill clean
 
 all: build
 
@@ -80,6 +80,12 @@ bench-proxy:
 # a trunkvip pair in a namespace lab for SOAK_SECONDS (default 600; root).
 bench-vip-soak: deps
 	$(CARGO) test --release -p trunkvip --test pair_lab -- --ignored --nocapture soak_no_false_takeover_under_load
+
+# Issue #6's pair drills in a namespace lab (root): Edge failure, Active
+# host failure, graceful stop, Edge recovery, split brain, each at 200
+# calls/s for DRILL_SECONDS (default 20); one DRILL line of figures each.
+drill: deps
+	$(CARGO) test --release -p trunkvip --test drill -- --nocapture --test-threads=1 drill_
 
 bench: bench-parse bench-core bench-proxy
 

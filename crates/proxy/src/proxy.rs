@@ -1150,7 +1150,11 @@ impl Proxy {
             }
             return;
         }
-        if from_edge.is_none() {
+        // Requests of a dialog we hold were admitted with its INVITE; the
+        // limit is on new work (a forged To tag with an unknown Call-ID
+        // still counts).
+        let known_dialog = f.to_tag.is_some() && self.dialogs.get(f.call_id).is_some();
+        if from_edge.is_none() && !known_dialog {
             match self.limiter.check(now, incoming.source.ip()) {
                 crate::ratelimit::Verdict::Pass => {}
                 crate::ratelimit::Verdict::Refuse => {

@@ -1,4 +1,6 @@
-//! Per-source token buckets on new requests. A source over its rate gets
+//! Per-source token buckets on new requests: every request from the
+//! carrier side but retransmissions, ACK, CANCEL and requests within a
+//! dialog the proxy holds. A source over its rate gets
 //! one 503 with Retry-After per second and silence otherwise (no
 //! reflection); the Edges never see the flood. Buckets of quiet sources
 //! are swept, and the number of buckets is bounded.

@@ -857,6 +857,47 @@ fn a_flooding_source_is_limited_and_the_edges_never_see_the_flood() {
 }
 
 #[test]
+fn the_rate_limit_counts_new_work_not_requests_of_admitted_dialogs() {
+    let mut cfg = config(&[1]);
+    cfg.rate_limit = Some(trunkvip_proxy::RateLimit {
+        per_second: 1,
+        burst: 1,
+    });
+    let mut sim = Sim::with(cfg);
+    place(&mut sim, "lim-1", 0);
+    // The bucket is empty, yet the dialog's BYE goes through.
+    sim.carrier_sends(request(
+        "BYE",
+        "sip:+15551234@198.51.100.10",
+        "lim-1",
+        "z9hG4bK-lim-b",
+        2,
+        Some("e"),
+        "",
+    ));
+    assert_eq!(sim.one_to(edge_addr(0)).method(), Some(Method::Bye));
+    // A forged To tag on an unknown Call-ID is new work: refused.
+    sim.carrier_sends(request(
+        "BYE",
+        "sip:+15551234@198.51.100.10",
+        "never-seen",
+        "z9hG4bK-lim-f",
+        2,
+        Some("e"),
+        "",
+    ));
+    assert_eq!(sim.one_to(addr(CARRIER)).status(), Some(503));
+    sim.carrier_sends(invite("lim-2", "z9hG4bK-lim-2"));
+    sim.nothing_sent();
+    assert_eq!(
+        sim.core
+            .metrics()
+            .dropped(trunkvip_proxy::DropReason::RateLimited),
+        1
+    );
+}
+
+#[test]
 fn an_edge_busy_answering_other_calls_is_not_failed_over() {
     let mut sim = Sim::new(&[1, 2]);
     let slow = place(&mut sim, "slow", 0);

@@ -211,6 +211,7 @@ pub fn metrics(transports: &Transports, snaps: &[Snapshot]) -> String {
         transports.workers.len(),
         transports.conns.len(),
     );
+    transports.conns.metrics(&mut out);
     crate::capture::metrics(&mut out);
     crate::vip::metrics(&mut out);
     if let Some(link) = crate::pair::LINK.get() {

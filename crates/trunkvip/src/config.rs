@@ -20,8 +20,12 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
-use trunkvip_proxy::{CarrierTarget, EdgeConfig, HealthConfig, ProxyConfig, Timers, Transport};
+use trunkvip_proxy::{
+    CarrierTarget, EdgeConfig, HealthConfig, ProxyConfig, RateLimit, Timers, Transport,
+};
 use trunkvip_sip::{Host, Scheme, Uri};
+
+use crate::transport::stream::StreamLimits;
 
 /// Where `trunkvip run` looks when `--config` is not given, in order.
 pub const DEFAULT_PATHS: [&str; 2] = ["./trunkvip.toml", "/etc/trunkvip/trunkvip.toml"];
@@ -378,6 +382,8 @@ struct File {
     carrier: CarrierSection,
     #[serde(default)]
     admin: AdminSection,
+    #[serde(default)]
+    limits: LimitsSection,
     vip: Option<Spanned<VipSection>>,
     pair: Option<Spanned<PairSection>>,
     debug: Option<Spanned<DebugSection>>,
@@ -425,12 +431,28 @@ struct CarrierSection {
     uris: Vec<Spanned<String>>,
     #[serde(default)]
     allow: Vec<Spanned<String>>,
+    rate_limit: Option<Bounded<1, 1_000_000>>,
+    rate_burst: Option<Spanned<Bounded<1, 1_000_000>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AdminSection {
     listen: Option<Addr>,
+}
+
+/// `[limits]`: TCP and TLS connections (see `transport::stream`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    max_connections: Option<Spanned<Bounded<1, 1_000_000>>>,
+    max_connections_per_source: Option<Spanned<Bounded<1, 1_000_000>>>,
+    max_handshaking: Option<Bounded<1, 1_000_000>>,
+    handshake_timeout: Option<Spanned<Dur>>,
+    message_timeout: Option<Spanned<Dur>>,
+    idle_timeout: Option<Spanned<Dur>>,
+    max_buffered_bytes: Option<Bounded<4096, { 16 << 20 }>>,
+    max_queued_bytes: Option<Bounded<{ 64 << 10 }, { 1 << 30 }>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -495,7 +517,12 @@ pub struct Config {
     pub failover_after: Duration,
     pub carriers: Vec<SipTarget>,
     pub carrier_allow: Vec<IpNet>,
+    /// `carrier.rate_limit` and `rate_burst`: new requests per carrier-side
+    /// source; `None`: no limit.
+    pub rate_limit: Option<RateLimit>,
     pub admin: SocketAddr,
+    /// `[limits]`: caps and timeouts of TCP and TLS connections.
+    pub limits: StreamLimits,
     /// `[debug]`: the debug capture, off when `None`.
     pub debug: Option<crate::capture::Settings>,
     /// `[vip]`: the floating VIP; `None`: a plain proxy.
@@ -790,11 +817,36 @@ impl Config {
             let n: Net = a.get_ref().parse().map_err(|m| loc.at(a, m))?;
             carrier_allow.push(n.0);
         }
+        let rate_limit = match (file.carrier.rate_limit, &file.carrier.rate_burst) {
+            (None, None) => None,
+            (None, Some(b)) => {
+                return Err(loc.at(b, "rate_burst needs carrier.rate_limit"));
+            }
+            (Some(r), b) => {
+                let burst = b.as_ref().map_or(2 * r.0, |b| b.get_ref().0);
+                if burst < r.0 {
+                    let b = b.as_ref().expect("only a given burst is below the rate");
+                    return Err(loc.at(
+                        b,
+                        format!(
+                            "{burst} is below rate_limit ({}): a burst holds at least one second",
+                            r.0
+                        ),
+                    ));
+                }
+                Some(RateLimit {
+                    per_second: r.0 as u32,
+                    burst: burst as u32,
+                })
+            }
+        };
 
         let admin = file
             .admin
             .listen
             .map_or_else(|| DEFAULT_ADMIN.parse().expect("valid"), |a| a.0);
+
+        let limits = check_limits(&file.limits, loc)?;
 
         // debug
         let mut debug = None;
@@ -847,7 +899,9 @@ impl Config {
             failover_after,
             carriers,
             carrier_allow,
+            rate_limit,
             admin,
+            limits,
             debug,
             vip,
         })
@@ -931,8 +985,18 @@ impl Config {
                 list(self.carrier_allow.iter().map(|n| n.to_string()).collect())
             );
         }
+        match self.rate_limit {
+            Some(r) => {
+                let _ = writeln!(o, "rate_limit = {}", r.per_second);
+                let _ = writeln!(o, "rate_burst = {}", r.burst);
+            }
+            None => {
+                let _ = writeln!(o, "# rate_limit: omitted, no per-source limit");
+            }
+        }
         let _ = writeln!(o, "\n[admin]");
         let _ = writeln!(o, "listen = {}", q(&self.admin.to_string()));
+        render_limits(&mut o, &self.limits);
         if let Some(d) = &self.debug {
             let _ = writeln!(o, "\n[debug]");
             let hep = d.hep.map_or_else(|| "off".to_owned(), |a| a.to_string());
@@ -1048,6 +1112,15 @@ impl Config {
             })
             .collect();
         pc.carrier_allow = self.carrier_allow.clone();
+        // Each worker sees its share of a source's dialogs (by Call-ID), so
+        // each gets its share of the limit.
+        pc.rate_limit = self.rate_limit.map(|r| {
+            let n = self.workers.max(1) as u32;
+            RateLimit {
+                per_second: r.per_second.div_ceil(n),
+                burst: r.burst.div_ceil(n),
+            }
+        });
         pc.health = self.health;
         pc.timers.failover_after = self.failover_after;
         pc.instance = instance;
@@ -1298,6 +1371,91 @@ fn check_pair(
         secret,
         secret_file: path.clone(),
     })
+}
+
+/// `[limits]`: each key within its range, and one source below the total.
+fn check_limits(s: &LimitsSection, loc: &Locator<'_>) -> Result<StreamLimits, ConfigError> {
+    let mut out = StreamLimits::default();
+    let dur = |d: &Option<Spanned<Dur>>, default: Duration, min: Duration, max: Duration| match d {
+        None => Ok(default),
+        Some(s) if s.get_ref().0 < min => Err(loc.at(
+            s,
+            format!(
+                "{} is too short: at least {}",
+                format_duration(s.get_ref().0),
+                format_duration(min)
+            ),
+        )),
+        Some(s) if s.get_ref().0 > max => Err(loc.at(
+            s,
+            format!(
+                "{} is too long: at most {}",
+                format_duration(s.get_ref().0),
+                format_duration(max)
+            ),
+        )),
+        Some(s) => Ok(s.get_ref().0),
+    };
+    let ms = Duration::from_millis;
+    let secs = Duration::from_secs;
+    out.handshake_timeout = dur(
+        &s.handshake_timeout,
+        out.handshake_timeout,
+        ms(100),
+        secs(300),
+    )?;
+    out.message_timeout = dur(&s.message_timeout, out.message_timeout, ms(100), secs(3600))?;
+    out.idle_timeout = dur(&s.idle_timeout, out.idle_timeout, secs(1), secs(86_400))?;
+    if let Some(n) = &s.max_connections {
+        out.max_connections = n.get_ref().0 as usize;
+    }
+    if let Some(n) = s.max_handshaking {
+        out.max_handshaking = n.0 as usize;
+    }
+    if let Some(n) = s.max_buffered_bytes {
+        out.max_buffered_bytes = n.0 as usize;
+    }
+    if let Some(n) = s.max_queued_bytes {
+        out.max_queued_bytes = n.0 as usize;
+    }
+    if let Some(n) = &s.max_connections_per_source {
+        out.max_connections_per_source = n.get_ref().0 as usize;
+    }
+    if out.max_connections_per_source >= out.max_connections {
+        let why = format!(
+            "{} is not below max_connections ({}): one source could take every slot",
+            out.max_connections_per_source, out.max_connections
+        );
+        return Err(match (&s.max_connections_per_source, &s.max_connections) {
+            (Some(p), _) => loc.at(p, why),
+            (None, Some(m)) => loc.at(
+                m,
+                format!(
+                    "{} is not above max_connections_per_source ({}, its default): one source could take every slot",
+                    out.max_connections, out.max_connections_per_source
+                ),
+            ),
+            (None, None) => loc.error(None, why),
+        });
+    }
+    Ok(out)
+}
+
+fn render_limits(o: &mut String, l: &StreamLimits) {
+    let q = |d: Duration| toml_string(&format_duration(d));
+    let _ = writeln!(o, "\n[limits]");
+    let _ = writeln!(o, "max_connections = {}", l.max_connections);
+    let _ = writeln!(
+        o,
+        "max_connections_per_source = {}",
+        l.max_connections_per_source
+    );
+    let _ = writeln!(o, "max_handshaking = {}", l.max_handshaking);
+    let _ = writeln!(o, "handshake_timeout = {}", q(l.handshake_timeout));
+    let _ = writeln!(o, "message_timeout = {}", q(l.message_timeout));
+    let _ = writeln!(o, "idle_timeout = {}", q(l.idle_timeout));
+    let _ = writeln!(o, "max_buffered_bytes = {}", l.max_buffered_bytes);
+    let _ = writeln!(o, "max_queued_bytes = {}", l.max_queued_bytes);
 }
 
 fn render_vip(o: &mut String, v: &crate::vip::Settings) {

@@ -139,11 +139,14 @@ pub async fn start(config: Config) -> Result<Daemon, String> {
             }
         }
     }
+    // The configured hosts are never starved by others' connections.
+    let trusted = resolved.edges.iter().chain(&resolved.carriers);
+    let trusted = trusted.map(|a| a.ip());
     let transports = Arc::new(Transports {
         workers: handles,
         udp: udp_sock.clone(),
         host_udp: host_sock.clone(),
-        conns: stream::Registry::default(),
+        conns: stream::Registry::new(config.limits, trusted),
         tls,
         service: config
             .listen

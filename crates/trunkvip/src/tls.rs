@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsConnector;
 
 use crate::config::TlsFiles;
 
@@ -51,13 +51,13 @@ impl TlsState {
         Ok(())
     }
 
-    pub fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(
-            self.server
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        )
+    /// The server side in force, for a handshake started by hand (the
+    /// listener reads the ClientHello first: see `transport::stream`).
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        self.server
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn connector(&self) -> TlsConnector {

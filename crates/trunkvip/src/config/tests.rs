@@ -713,3 +713,318 @@ fn deploy_configs_check() {
         assert_ne!(v.peers[0], c.host_address);
     }
 }
+
+/// A `[limits]` with every key, none at its default.
+const LIMITS: &str = r#"
+[limits]
+max_connections = 1000
+max_connections_per_source = 50
+max_handshaking = 100
+handshake_timeout = "3s"
+message_timeout = "4s"
+idle_timeout = "2m"
+max_buffered_bytes = 32768
+max_queued_bytes = 2097152
+"#;
+
+/// `FULL` and `LIMITS` with the `[limits]` line that starts with
+/// `prefix` replaced.
+fn limits_with_line(prefix: &str, replacement: &str) -> String {
+    let mut found = false;
+    let limits: Vec<String> = LIMITS
+        .lines()
+        .map(|l| {
+            if !found && l.starts_with(prefix) {
+                found = true;
+                replacement.to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    assert!(found, "no [limits] line starts with {prefix}");
+    format!("{FULL}{}\n", limits.join("\n"))
+}
+
+#[test]
+fn limits_section_parses() {
+    let d = Config::parse(FULL).unwrap().limits;
+    assert_eq!(d, StreamLimits::default());
+    // The defaults we ship: one source well below the total.
+    assert!(
+        d.max_connections_per_source * 10 < d.max_connections,
+        "{d:?}"
+    );
+    assert!(d.max_handshaking < d.max_connections, "{d:?}");
+    let c = Config::parse(&format!("{FULL}{LIMITS}")).unwrap();
+    let l = c.limits;
+    assert_eq!(
+        l,
+        StreamLimits {
+            max_connections: 1000,
+            max_connections_per_source: 50,
+            max_handshaking: 100,
+            handshake_timeout: Duration::from_secs(3),
+            message_timeout: Duration::from_secs(4),
+            idle_timeout: Duration::from_secs(120),
+            max_buffered_bytes: 32768,
+            max_queued_bytes: 2 << 20,
+        }
+    );
+    let shown = c.render(None);
+    assert!(
+        shown.contains("\n[limits]\nmax_connections = 1000\n"),
+        "{shown}"
+    );
+    assert_eq!(Config::parse(&shown).unwrap(), c, "{shown}");
+    // One key alone; the others keep their defaults.
+    let c = Config::parse(&format!("{FULL}\n[limits]\nidle_timeout = \"30s\"\n")).unwrap();
+    assert_eq!(c.limits.idle_timeout, Duration::from_secs(30));
+    assert_eq!(c.limits.max_connections, d.max_connections);
+}
+
+#[test]
+fn limits_every_key_with_a_bad_value() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        // (line prefix in [limits], replacement, key, what the message says)
+        (
+            "max_connections =",
+            "max_connections = 0",
+            "limits.max_connections",
+            "from 1 to 1000000",
+        ),
+        (
+            "max_connections =",
+            "max_connections = \"many\"",
+            "limits.max_connections",
+            "invalid type",
+        ),
+        (
+            "max_connections =",
+            "max_connections = 40",
+            "limits.max_connections_per_source",
+            "not below max_connections (40)",
+        ),
+        (
+            "max_connections_per_source",
+            "max_connections_per_source = 0",
+            "limits.max_connections_per_source",
+            "from 1 to",
+        ),
+        (
+            "max_connections_per_source",
+            "max_connections_per_source = 1000",
+            "limits.max_connections_per_source",
+            "one source could take every slot",
+        ),
+        (
+            "max_connections_per_source",
+            "max_connections_per_source = 2.5",
+            "limits.max_connections_per_source",
+            "invalid type",
+        ),
+        (
+            "max_handshaking",
+            "max_handshaking = 0",
+            "limits.max_handshaking",
+            "from 1 to",
+        ),
+        (
+            "max_handshaking",
+            "max_handshaking = -1",
+            "limits.max_handshaking",
+            "out of range",
+        ),
+        (
+            "handshake_timeout",
+            "handshake_timeout = \"5\"",
+            "limits.handshake_timeout",
+            "invalid duration",
+        ),
+        (
+            "handshake_timeout",
+            "handshake_timeout = 5",
+            "limits.handshake_timeout",
+            "invalid type",
+        ),
+        (
+            "handshake_timeout",
+            "handshake_timeout = \"10ms\"",
+            "limits.handshake_timeout",
+            "too short: at least 100ms",
+        ),
+        (
+            "handshake_timeout",
+            "handshake_timeout = \"1h\"",
+            "limits.handshake_timeout",
+            "too long: at most 5m",
+        ),
+        (
+            "message_timeout",
+            "message_timeout = \"fast\"",
+            "limits.message_timeout",
+            "invalid duration",
+        ),
+        (
+            "message_timeout",
+            "message_timeout = \"0s\"",
+            "limits.message_timeout",
+            "too short",
+        ),
+        (
+            "message_timeout",
+            "message_timeout = \"2h\"",
+            "limits.message_timeout",
+            "too long: at most 1h",
+        ),
+        (
+            "idle_timeout",
+            "idle_timeout = \"500ms\"",
+            "limits.idle_timeout",
+            "too short: at least 1s",
+        ),
+        (
+            "idle_timeout",
+            "idle_timeout = \"25h\"",
+            "limits.idle_timeout",
+            "too long: at most 24h",
+        ),
+        (
+            "idle_timeout",
+            "idle_timeout = true",
+            "limits.idle_timeout",
+            "invalid type",
+        ),
+        (
+            "max_buffered_bytes",
+            "max_buffered_bytes = 100",
+            "limits.max_buffered_bytes",
+            "from 4096 to 16777216",
+        ),
+        (
+            "max_buffered_bytes",
+            "max_buffered_bytes = 99999999",
+            "limits.max_buffered_bytes",
+            "out of range",
+        ),
+        (
+            "max_buffered_bytes",
+            "max_buffered_bytes = \"64k\"",
+            "limits.max_buffered_bytes",
+            "invalid type",
+        ),
+        (
+            "max_queued_bytes",
+            "max_queued_bytes = 1000",
+            "limits.max_queued_bytes",
+            "from 65536 to 1073741824",
+        ),
+        (
+            "max_queued_bytes",
+            "max_queued_bytes = []",
+            "limits.max_queued_bytes",
+            "invalid type",
+        ),
+        (
+            "max_queued_bytes",
+            "max_queud_bytes = 65536",
+            "limits.max_queud_bytes",
+            "unknown key",
+        ),
+    ];
+    for (prefix, replacement, key, what) in cases {
+        let text = limits_with_line(prefix, replacement);
+        let needle = if key.ends_with("_per_source") && !replacement.contains("per_source") {
+            "max_connections_per_source"
+        } else {
+            replacement
+        };
+        expect_err(&text, needle, key, what);
+    }
+    // max_connections alone, at or below the per-source default.
+    let text = format!("{FULL}\n[limits]\nmax_connections = 64\n");
+    expect_err(
+        &text,
+        "max_connections = 64",
+        "limits.max_connections",
+        "not above max_connections_per_source (64, its default)",
+    );
+}
+
+#[test]
+fn deploy_limits_are_the_defaults() {
+    for host in ["a", "b"] {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/trunkvip-host-");
+        let text = std::fs::read_to_string(format!("{path}{host}.toml")).unwrap();
+        let start = text
+            .find("\n[limits]")
+            .expect("[limits] in the deploy file");
+        let end = text[start + 1..]
+            .find("\n[")
+            .map_or(text.len(), |n| start + 1 + n);
+        let c = Config::parse(&format!("{FULL}{}", &text[start..end])).unwrap();
+        assert_eq!(c.limits, StreamLimits::default(), "host {host}");
+    }
+}
+
+#[test]
+fn carrier_rate_limit() {
+    assert_eq!(Config::parse(FULL).unwrap().rate_limit, None);
+    let text = with_line("allow", "allow = [\"198.51.100.0/24\"]\nrate_limit = 100");
+    let c = Config::parse(&text).unwrap();
+    assert_eq!(
+        c.rate_limit,
+        Some(RateLimit {
+            per_second: 100,
+            burst: 200
+        })
+    );
+    // Two workers each take half of a source's dialogs and of its limit.
+    let r = Resolved {
+        edges: vec!["198.51.100.21:5060".parse().unwrap(); 2],
+        carriers: vec!["198.51.100.2:5060".parse().unwrap()],
+    };
+    let pc = c.proxy_config(&r, 5070, 1, true);
+    assert_eq!(
+        pc.rate_limit,
+        Some(RateLimit {
+            per_second: 50,
+            burst: 100
+        })
+    );
+    let shown = c.render(None);
+    assert!(
+        shown.contains("rate_limit = 100\nrate_burst = 200\n"),
+        "{shown}"
+    );
+    assert_eq!(Config::parse(&shown).unwrap().rate_limit, c.rate_limit);
+
+    let bad = |extra: &str, needle: &str, key: &str, what: &str| {
+        let text = with_line("allow", &format!("allow = [\"198.51.100.0/24\"]\n{extra}"));
+        expect_err(&text, needle, key, what);
+    };
+    bad(
+        "rate_limit = 0",
+        "rate_limit",
+        "carrier.rate_limit",
+        "from 1",
+    );
+    bad(
+        "rate_limit = \"fast\"",
+        "rate_limit",
+        "carrier.rate_limit",
+        "invalid type",
+    );
+    bad(
+        "rate_burst = 10",
+        "rate_burst",
+        "carrier.rate_burst",
+        "needs carrier.rate_limit",
+    );
+    bad(
+        "rate_limit = 100\nrate_burst = 10",
+        "rate_burst",
+        "carrier.rate_burst",
+        "below rate_limit",
+    );
+}

@@ -8,6 +8,8 @@
 //! - [`stream`]: TCP and TLS connections, inbound and outbound, in one
 //!   registry so that responses and in-dialog requests go back over the
 //!   connection the peer opened.
+//!   The caps and timeouts of `[limits]` and the admission of inbound
+//!   connections live there too.
 
 pub mod stream;
 pub mod udp;

@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 
 pub const TRUNKVIP: &str = env!("CARGO_BIN_EXE_trunkvip");
 
+/// The network-namespace lab of a trunkvip pair (root).
+#[cfg(target_os = "linux")]
+pub mod lab;
+
 /// A child process killed on drop.
 #[derive(Debug)]
 pub struct Child {
@@ -318,4 +322,24 @@ pub fn config_on(
 
 pub fn admin_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// The value of one series in Prometheus text, e.g.
+/// `trunkvip_connections_refused_total{transport="tcp",reason="carrier_allow"}`.
+pub fn metric_value(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A process's resident memory, KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
