@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build test lint unit deps demo certs fuzz fuzz-deps bench bench-parse bench-core bench-vip bench-vip-soak drill clean
+.PHONY: all build test lint unit deps demo certs fuzz fuzz-deps bench bench-parse bench-core bench-vip bench-vip-soak drill soak clean
 
 all: build
 
@@ -86,6 +86,17 @@ bench-vip-soak: deps
 # calls/s for DRILL_SECONDS (default 20); one DRILL line of figures each.
 drill: deps
 	$(CARGO) test --release -p trunkvip --test drill -- --nocapture --test-threads=1 drill_
+
+# Issue #8's soak (root): SIPp at 200 calls/s through the pair while
+# examples/hostile.rs sends 1M malformed datagrams a minute, an INVITE flood
+# from outside carrier.allow, one over the rate limit, 5000 half-open TLS
+# connections and forged VRRP, for SOAK_SECONDS (60) at SOAK_SCALE (1).
+SOAK_SECONDS ?= 60
+SOAK_SCALE ?= 1
+soak: deps
+	$(CARGO) build --release -p trunkvip --example hostile
+	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_SCALE=$(SOAK_SCALE) \
+	  $(CARGO) test --release -p trunkvip --test soak -- --nocapture
 
 bench: bench-parse bench-core bench-proxy
 
