@@ -25,6 +25,7 @@ use trunkvip_proxy::{
 };
 use trunkvip_sip::{Host, Scheme, Uri};
 
+use crate::dns::Found;
 use crate::transport::stream::StreamLimits;
 
 /// Where `trunkvip run` looks when `--config` is not given, in order.
@@ -211,6 +212,22 @@ pub struct SipTarget {
     /// The port written, or 5060 (5061 for TLS).
     pub port: u16,
     pub transport: Transport,
+    /// The URI gives a port: a name is then looked up with A/AAAA only.
+    pub port_given: bool,
+    /// The URI says `;transport=`: a name without a port then skips NAPTR.
+    pub transport_given: bool,
+}
+
+impl SipTarget {
+    /// A name with neither port nor transport, `sip:` scheme: NAPTR and SRV
+    /// records choose the transport (RFC 3263 4.1), so `transport` is only
+    /// the last resort (UDP).
+    pub fn dns_picks_transport(&self) -> bool {
+        matches!(self.host, TargetHost::Name(_))
+            && !self.port_given
+            && !self.transport_given
+            && self.transport != Transport::Tls
+    }
 }
 
 impl FromStr for SipTarget {
@@ -267,6 +284,8 @@ impl FromStr for SipTarget {
             host,
             port,
             transport,
+            port_given: uri.port.is_some(),
+            transport_given: uri.transport().is_some(),
         })
     }
 }
@@ -384,6 +403,8 @@ struct File {
     admin: AdminSection,
     #[serde(default)]
     limits: LimitsSection,
+    #[serde(default)]
+    dns: DnsSection,
     vip: Option<Spanned<VipSection>>,
     pair: Option<Spanned<PairSection>>,
     debug: Option<Spanned<DebugSection>>,
@@ -455,6 +476,13 @@ struct LimitsSection {
     max_queued_bytes: Option<Bounded<{ 64 << 10 }, { 1 << 30 }>>,
 }
 
+/// `[dns]`: the name servers that resolve Edge and carrier names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DnsSection {
+    servers: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DebugSection {
@@ -523,6 +551,8 @@ pub struct Config {
     pub admin: SocketAddr,
     /// `[limits]`: caps and timeouts of TCP and TLS connections.
     pub limits: StreamLimits,
+    /// `[dns] servers`: name servers (UDP); empty: the system's.
+    pub dns_servers: Vec<SocketAddr>,
     /// `[debug]`: the debug capture, off when `None`.
     pub debug: Option<crate::capture::Settings>,
     /// `[vip]`: the floating VIP; `None`: a plain proxy.
@@ -735,7 +765,9 @@ impl Config {
                 return Err(loc.at(&s.name, format!("{name:?} is the name of an earlier Edge")));
             }
             let target = s.uri.get_ref().clone();
-            if !listen.iter().any(|l| l.transport == target.transport) {
+            if !target.dns_picks_transport()
+                && !listen.iter().any(|l| l.transport == target.transport)
+            {
                 return Err(loc.at(
                     &s.uri,
                     format!(
@@ -798,7 +830,7 @@ impl Config {
         for c in &file.carrier.uris {
             let t: SipTarget = c.get_ref().parse().map_err(|m| loc.at(c, m))?;
             let t = &t;
-            if !listen.iter().any(|l| l.transport == t.transport) {
+            if !t.dns_picks_transport() && !listen.iter().any(|l| l.transport == t.transport) {
                 return Err(loc.at(
                     c,
                     format!(
@@ -847,6 +879,7 @@ impl Config {
             .map_or_else(|| DEFAULT_ADMIN.parse().expect("valid"), |a| a.0);
 
         let limits = check_limits(&file.limits, loc)?;
+        let dns_servers = check_dns(&file.dns, loc)?;
 
         // debug
         let mut debug = None;
@@ -902,6 +935,7 @@ impl Config {
             rate_limit,
             admin,
             limits,
+            dns_servers,
             debug,
             vip,
         })
@@ -944,8 +978,8 @@ impl Config {
             let _ = writeln!(o, "name = {}", q(&e.name));
             let _ = write!(o, "uri = {}", q(&e.target.uri));
             match resolved.and_then(|r| r.edges.get(n)) {
-                Some(a) => {
-                    let _ = writeln!(o, "   # {} {a}", e.target.transport);
+                Some(f) => {
+                    let _ = writeln!(o, "   # {}", render_found(f));
                 }
                 None => o.push('\n'),
             }
@@ -964,17 +998,25 @@ impl Config {
             q(&format_duration(self.failover_after))
         );
         let _ = writeln!(o, "\n[carrier]");
-        let _ = write!(
-            o,
-            "uris = [{}]",
-            list(self.carriers.iter().map(|c| c.uri.clone()).collect())
-        );
         match resolved {
-            Some(r) if !r.carriers.is_empty() => {
-                let a: Vec<String> = r.carriers.iter().map(|a| a.to_string()).collect();
-                let _ = writeln!(o, "   # {}", a.join(", "));
+            // One URI a line, each followed by what it resolved to.
+            Some(r) if !self.carriers.is_empty() => {
+                let _ = writeln!(o, "uris = [");
+                for (n, c) in self.carriers.iter().enumerate() {
+                    let _ = writeln!(o, "  {},", q(&c.uri));
+                    for t in r.carriers.iter().filter(|t| t.index == n) {
+                        let _ = writeln!(o, "    # {}", render_found(&t.target));
+                    }
+                }
+                let _ = writeln!(o, "]");
             }
-            _ => o.push('\n'),
+            _ => {
+                let _ = writeln!(
+                    o,
+                    "uris = [{}]",
+                    list(self.carriers.iter().map(|c| c.uri.clone()).collect())
+                );
+            }
         }
         if self.carrier_allow.is_empty() {
             let _ = writeln!(o, "# allow: omitted, any source is accepted");
@@ -997,6 +1039,19 @@ impl Config {
         let _ = writeln!(o, "\n[admin]");
         let _ = writeln!(o, "listen = {}", q(&self.admin.to_string()));
         render_limits(&mut o, &self.limits);
+        let _ = writeln!(o, "\n[dns]");
+        if self.dns_servers.is_empty() {
+            let _ = writeln!(
+                o,
+                "# servers: omitted, the system's name servers (/etc/resolv.conf)"
+            );
+        } else {
+            let _ = writeln!(
+                o,
+                "servers = [{}]",
+                list(self.dns_servers.iter().map(|a| a.to_string()).collect())
+            );
+        }
         if let Some(d) = &self.debug {
             let _ = writeln!(o, "\n[debug]");
             let hep = d.hep.map_or_else(|| "off".to_owned(), |a| a.to_string());
@@ -1023,57 +1078,78 @@ impl Config {
         o
     }
 
-    /// Resolves the host names of Edges and carriers (A and AAAA through
-    /// the system resolver; SRV and NAPTR are not looked up, so a name
-    /// without a port uses 5060, or 5061 for TLS).
+    /// Resolves the host names of Edges and carriers as RFC 3263 section 4
+    /// says (NAPTR, SRV, then A/AAAA: see [`crate::dns`]), through
+    /// `[dns] servers` or the system's name servers (`/etc/resolv.conf`).
+    /// A carrier URI gives every target it resolves to, in order, so the
+    /// core fails over through all of them; an Edge is one address (its
+    /// identity in routing, health and status): the first target. Names are
+    /// resolved once, when the daemon starts (and by `check`); SIGHUP
+    /// does not look them up again.
     pub async fn resolve(&self) -> Result<Resolved, ConfigError> {
+        let dns = crate::dns::Resolver::new(&self.dns_servers).map_err(|m| ConfigError {
+            key: Some("dns.servers".into()),
+            ..ConfigError::plain(m)
+        })?;
+        self.resolve_with(&dns).await
+    }
+
+    /// [`Config::resolve`] with any resolver (the tests' is a table).
+    pub(crate) async fn resolve_with<L: crate::dns::Lookup>(
+        &self,
+        dns: &L,
+    ) -> Result<Resolved, ConfigError> {
+        let listeners = crate::dns::Listeners(
+            self.listen
+                .iter()
+                .map(|l| (l.transport, l.addr.is_ipv6()))
+                .collect(),
+        );
         let mut edges = vec![];
         for (n, e) in self.edges.iter().enumerate() {
-            let a = self
-                .resolve_target(&e.target)
+            let found = crate::dns::resolve_target(dns, &e.target, &listeners)
                 .await
                 .map_err(|m| ConfigError {
                     key: Some(format!("edge[{}].uri", n + 1)),
-                    ..ConfigError::plain(m)
+                    ..ConfigError::plain(format!(
+                        "Edge {:?}: cannot resolve {}: {m}",
+                        e.name, e.target.uri
+                    ))
                 })?;
-            edges.push(a);
+            let first = found
+                .into_iter()
+                .next()
+                .expect("resolve_target gives one or more");
+            // The address is the Edge's identity: two cannot share one.
+            if let Some(o) = edges
+                .iter()
+                .position(|o: &Found| o.address == first.address)
+            {
+                return Err(ConfigError {
+                    key: Some(format!("edge[{}].uri", n + 1)),
+                    ..ConfigError::plain(format!(
+                        "Edge {:?}: {} resolves to {}, the address of Edge {:?}",
+                        e.name, e.target.uri, first.address, self.edges[o].name
+                    ))
+                });
+            }
+            edges.push(first);
         }
         let mut carriers = vec![];
         for (n, c) in self.carriers.iter().enumerate() {
-            let a = self.resolve_target(c).await.map_err(|m| ConfigError {
-                key: Some(format!("carrier.uris[{}]", n + 1)),
-                ..ConfigError::plain(m)
-            })?;
-            carriers.push(a);
+            let found = crate::dns::resolve_target(dns, c, &listeners)
+                .await
+                .map_err(|m| ConfigError {
+                    key: Some(format!("carrier.uris[{}]", n + 1)),
+                    ..ConfigError::plain(format!("carrier: cannot resolve {}: {m}", c.uri))
+                })?;
+            carriers.extend(
+                found
+                    .into_iter()
+                    .map(|target| ResolvedCarrier { index: n, target }),
+            );
         }
         Ok(Resolved { edges, carriers })
-    }
-
-    async fn resolve_target(&self, t: &SipTarget) -> Result<SocketAddr, String> {
-        let name = match &t.host {
-            TargetHost::Ip(ip) => return Ok(SocketAddr::new(*ip, t.port)),
-            TargetHost::Name(n) => n,
-        };
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), t.port))
-            .await
-            .map_err(|e| format!("cannot resolve {name:?}: {e}"))?
-            .collect();
-        // Only the family of our listener for that transport can be
-        // reached from it.
-        let v6 = self.listen_addr(t.transport).is_some_and(|a| a.is_ipv6());
-        addrs
-            .iter()
-            .find(|a| a.is_ipv6() == v6)
-            .copied()
-            .ok_or_else(|| match addrs.first() {
-                Some(a) => format!(
-                    "{name:?} resolves to {} only, but the {} listener is IPv{}",
-                    a.ip(),
-                    t.transport,
-                    if v6 { 6 } else { 4 }
-                ),
-                None => format!("{name:?} has no address"),
-            })
     }
 
     /// The core's configuration for one worker. `host_port` is the port
@@ -1092,23 +1168,22 @@ impl Config {
             .edges
             .iter()
             .zip(&resolved.edges)
-            .map(|(e, a)| EdgeConfig {
+            .map(|(e, f)| EdgeConfig {
                 name: e.name.clone(),
                 uri: e.target.uri.clone(),
-                address: *a,
-                transport: e.target.transport,
+                address: f.address,
+                transport: f.transport,
                 priority: e.priority,
                 weight: e.weight,
             })
             .collect();
-        pc.carriers = self
+        pc.carriers = resolved
             .carriers
             .iter()
-            .zip(&resolved.carriers)
-            .map(|(c, a)| CarrierTarget {
-                uri: c.uri.clone(),
-                address: *a,
-                transport: c.transport,
+            .map(|c| CarrierTarget {
+                uri: self.carriers[c.index].uri.clone(),
+                address: c.target.address,
+                transport: c.target.transport,
             })
             .collect();
         pc.carrier_allow = self.carrier_allow.clone();
@@ -1130,11 +1205,31 @@ impl Config {
     }
 }
 
-/// Addresses of the Edges and carriers, in the order of the file.
+/// Where the Edges and carriers are, once names are resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resolved {
-    pub edges: Vec<SocketAddr>,
-    pub carriers: Vec<SocketAddr>,
+    /// One per [`Config::edges`], in order: the first target of each.
+    pub edges: Vec<Found>,
+    /// Every target of every carrier URI: the URIs in the file's order,
+    /// each one's targets in RFC 3263 order, the order the core tries them.
+    pub carriers: Vec<ResolvedCarrier>,
+}
+
+/// One target of a carrier URI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedCarrier {
+    /// Which of [`Config::carriers`], from 0.
+    pub index: usize,
+    pub target: Found,
+}
+
+/// `# tcp 198.51.100.2:5070`, after the lookups that found it if any.
+fn render_found(f: &Found) -> String {
+    if f.path.is_empty() {
+        format!("{} {}", f.transport, f.address)
+    } else {
+        format!("{} -> {} {}", f.path, f.transport, f.address)
+    }
 }
 
 /// Checks `[vip]`: every key, and that the VIP is the service address of
@@ -1437,6 +1532,43 @@ fn check_limits(s: &LimitsSection, loc: &Locator<'_>) -> Result<StreamLimits, Co
             ),
             (None, None) => loc.error(None, why),
         });
+    }
+    Ok(out)
+}
+
+/// `[dns] servers`: each an IP address and port, none twice.
+fn check_dns(s: &DnsSection, loc: &Locator<'_>) -> Result<Vec<SocketAddr>, ConfigError> {
+    let Some(servers) = &s.servers else {
+        return Ok(vec![]);
+    };
+    if servers.get_ref().is_empty() {
+        return Err(loc.at(
+            servers,
+            "empty: name at least one server, or leave servers out for the system's (/etc/resolv.conf)",
+        ));
+    }
+    let mut out: Vec<SocketAddr> = vec![];
+    for v in servers.get_ref() {
+        let text = v.get_ref();
+        let a: SocketAddr = text.parse().map_err(|_| {
+            loc.at(
+                v,
+                format!("{text:?} is not an address and port (write e.g. \"127.0.0.1:53\" or \"[2001:db8::53]:53\")"),
+            )
+        })?;
+        if a.ip().is_unspecified() || a.ip().is_multicast() {
+            return Err(loc.at(
+                v,
+                format!("{a} cannot be a name server: write its own address"),
+            ));
+        }
+        if a.port() == 0 {
+            return Err(loc.at(v, format!("{text:?}: port 0 (name servers listen on 53)")));
+        }
+        if out.contains(&a) {
+            return Err(loc.at(v, format!("{a} is named twice")));
+        }
+        out.push(a);
     }
     Ok(out)
 }

@@ -3,7 +3,8 @@
 //! signals. SIGTERM (or Ctrl-C) first gives up the VIP (with `[vip]`: a
 //! priority-0 advert, then the address removed), then drains: new dialogs
 //! get 503, transactions in flight finish, and the process exits when none
-//! is left or after [`DRAIN_LIMIT`]. SIGHUP reloads the TLS certificates.
+//! is left or after [`DRAIN_LIMIT`]. SIGHUP reloads the TLS certificates;
+//! host names stay as they were resolved at start.
 
 use std::collections::HashMap;
 use std::io;
@@ -124,24 +125,30 @@ pub async fn start(config: Config) -> Result<Daemon, String> {
     }
     let mut edge_names = HashMap::new();
     let mut tls_names = HashMap::new();
-    for (e, a) in config.edges.iter().zip(&resolved.edges) {
-        edge_names.insert(*a, e.name.clone());
+    // A TLS peer found through NAPTR or SRV still shows a certificate for
+    // the URI's domain (RFC 5922), not for the SRV target.
+    for (e, f) in config.edges.iter().zip(&resolved.edges) {
+        edge_names.insert(f.address, e.name.clone());
         if let TargetHost::Name(n) = &e.target.host {
             if let Ok(sn) = ServerName::try_from(n.clone()) {
-                tls_names.insert(*a, sn);
+                tls_names.insert(f.address, sn);
             }
         }
     }
-    for (c, a) in config.carriers.iter().zip(&resolved.carriers) {
-        if let TargetHost::Name(n) = &c.host {
+    for c in &resolved.carriers {
+        if let TargetHost::Name(n) = &config.carriers[c.index].host {
             if let Ok(sn) = ServerName::try_from(n.clone()) {
-                tls_names.insert(*a, sn);
+                tls_names.insert(c.target.address, sn);
             }
         }
     }
-    // The configured hosts are never starved by others' connections.
-    let trusted = resolved.edges.iter().chain(&resolved.carriers);
-    let trusted = trusted.map(|a| a.ip());
+    // The configured hosts, every target of every carrier URI included,
+    // are never starved by others' connections.
+    let trusted = resolved
+        .edges
+        .iter()
+        .chain(resolved.carriers.iter().map(|c| &c.target));
+    let trusted = trusted.map(|f| f.address.ip());
     let transports = Arc::new(Transports {
         workers: handles,
         udp: udp_sock.clone(),
@@ -157,7 +164,7 @@ pub async fn start(config: Config) -> Result<Daemon, String> {
         limits: trunkvip_sip::Limits::default(),
         edge_names,
         tls_names,
-        edge_ips: resolved.edges.iter().map(|a| a.ip()).collect(),
+        edge_ips: resolved.edges.iter().map(|f| f.address.ip()).collect(),
         carrier_allow: config.carrier_allow.clone(),
         draining: AtomicBool::new(false),
     });

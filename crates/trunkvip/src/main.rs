@@ -23,6 +23,7 @@ mod cli;
 mod config;
 mod daemon;
 mod demo;
+mod dns;
 mod edge_sim;
 mod logging;
 mod pair;

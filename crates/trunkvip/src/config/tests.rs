@@ -53,6 +53,15 @@ fn with_line(prefix: &str, replacement: &str) -> String {
     out.join("\n") + "\n"
 }
 
+/// An address in the URI: found with no lookup.
+fn found(address: &str, transport: Transport) -> Found {
+    Found {
+        address: address.parse().unwrap(),
+        transport,
+        path: String::new(),
+    }
+}
+
 fn line_of(text: &str, needle: &str) -> usize {
     text.lines()
         .position(|l| l.contains(needle))
@@ -126,7 +135,7 @@ fn ipv6_listen_and_edges() {
     assert_eq!(c.edges[0].target.transport, Transport::Tcp);
     assert_eq!(c.carrier_allow[1].to_string(), "2001:db8:1::5/128");
     let r = Resolved {
-        edges: vec!["[2001:db8::21]:5060".parse().unwrap()],
+        edges: vec![found("[2001:db8::21]:5060", Transport::Tcp)],
         carriers: vec![],
     };
     let pc = c.proxy_config(&r, 5060, 7, true);
@@ -981,8 +990,11 @@ fn carrier_rate_limit() {
     );
     // Two workers each take half of a source's dialogs and of its limit.
     let r = Resolved {
-        edges: vec!["198.51.100.21:5060".parse().unwrap(); 2],
-        carriers: vec!["198.51.100.2:5060".parse().unwrap()],
+        edges: vec![found("198.51.100.21:5060", Transport::Udp); 2],
+        carriers: vec![ResolvedCarrier {
+            index: 0,
+            target: found("198.51.100.2:5060", Transport::Udp),
+        }],
     };
     let pc = c.proxy_config(&r, 5070, 1, true);
     assert_eq!(
@@ -1026,5 +1038,91 @@ fn carrier_rate_limit() {
         "rate_burst",
         "carrier.rate_burst",
         "below rate_limit",
+    );
+}
+
+#[test]
+fn dns_servers() {
+    assert!(Config::parse(FULL).unwrap().dns_servers.is_empty());
+    let c = Config::parse(&format!(
+        "{FULL}\n[dns]\nservers = [\"127.0.0.1:5353\", \"[2001:db8::53]:53\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.dns_servers,
+        [
+            "127.0.0.1:5353".parse::<SocketAddr>().unwrap(),
+            "[2001:db8::53]:53".parse().unwrap()
+        ]
+    );
+    let shown = c.render(None);
+    assert!(
+        shown.contains("\n[dns]\nservers = [\"127.0.0.1:5353\", \"[2001:db8::53]:53\"]\n"),
+        "{shown}"
+    );
+    assert_eq!(Config::parse(&shown).unwrap(), c);
+    let shown = Config::parse(FULL).unwrap().render(None);
+    assert!(shown.contains("\n[dns]\n# servers: omitted"), "{shown}");
+}
+
+#[test]
+fn dns_every_key_with_a_bad_value() {
+    let cases: &[(&str, &str, &str)] = &[
+        // (the [dns] line, key, what the message says)
+        (
+            "servers = [\"127.0.0.1\"]",
+            "dns.servers[1]",
+            "not an address and port",
+        ),
+        (
+            "servers = [\"127.0.0.1:53\", \"ns.example.com:53\"]",
+            "dns.servers[2]",
+            "not an address and port",
+        ),
+        (
+            "servers = [\"0.0.0.0:53\"]",
+            "dns.servers[1]",
+            "cannot be a name server",
+        ),
+        ("servers = [\"127.0.0.1:0\"]", "dns.servers[1]", "port 0"),
+        (
+            "servers = [\"127.0.0.1:53\", \"127.0.0.1:53\"]",
+            "dns.servers[2]",
+            "named twice",
+        ),
+        ("servers = []", "dns.servers", "empty"),
+        ("servers = \"127.0.0.1:53\"", "dns.servers", "invalid type"),
+        ("servers = [53]", "dns.servers[1]", "invalid type"),
+        ("server = [\"127.0.0.1:53\"]", "dns.server", "unknown key"),
+    ];
+    for (line, key, what) in cases {
+        let text = format!("{FULL}\n[dns]\n{line}\n");
+        expect_err(&text, line, key, what);
+    }
+}
+
+#[test]
+fn names_without_port_or_transport_let_dns_pick_the_transport() {
+    let t: SipTarget = "sip:carrier.example.com".parse().unwrap();
+    assert!(t.dns_picks_transport() && !t.port_given && !t.transport_given);
+    for s in [
+        "sip:carrier.example.com:5060",
+        "sip:carrier.example.com;transport=udp",
+        "sips:carrier.example.com",
+        "sip:198.51.100.2",
+    ] {
+        let t: SipTarget = s.parse().unwrap();
+        assert!(!t.dns_picks_transport(), "{s}");
+    }
+    // So a TCP-only proxy takes a carrier name whose NAPTR says TCP, but
+    // not a name whose URI says UDP.
+    let text = "listen = [\"tcp:198.51.100.10:5060\"]\n[[edge]]\nname = \"e1\"\nuri = \"sip:198.51.100.21;transport=tcp\"\npriority = 1\n[carrier]\nuris = [\"sip:carrier.example.com\"]\n";
+    Config::parse(text).unwrap();
+    let text = text.replace("sip:carrier.example.com", "sip:carrier.example.com:5060");
+    expect_err(
+        &text,
+        "uris",
+        "carrier.uris[1]",
+        "no udp listener is configured",
     );
 }

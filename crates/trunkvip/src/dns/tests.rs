@@ -1,0 +1,590 @@
+use std::collections::HashMap;
+
+use super::*;
+use crate::config::Config;
+
+fn naptr(order: u16, preference: u16, flags: &str, service: &str, replacement: &str) -> Naptr {
+    Naptr {
+        order,
+        preference,
+        flags: flags.into(),
+        service: service.into(),
+        replacement: replacement.into(),
+    }
+}
+
+fn srv(priority: u16, weight: u16, port: u16, target: &str) -> Srv {
+    Srv {
+        priority,
+        weight,
+        port,
+        target: target.into(),
+    }
+}
+
+const ALL: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Tls];
+
+#[test]
+fn naptr_keeps_sip_services_over_our_transports_in_order() {
+    let records = [
+        naptr(20, 10, "s", "SIP+D2U", "_sip._udp.example.com."),
+        naptr(10, 20, "S", "sip+d2t", "_sip._tcp.example.com."),
+        naptr(10, 10, "s", "SIPS+D2T", "_sips._tcp.example.com."),
+        // Not ours: another flag, another service, SCTP, no replacement.
+        naptr(1, 1, "u", "SIP+D2U", "_sip._udp.other.example.com."),
+        naptr(1, 1, "s", "E2U+sip", "_sip._udp.other.example.com."),
+        naptr(1, 1, "s", "SIP+D2S", "_sip._sctp.example.com."),
+        naptr(1, 1, "s", "SIP+D2U", "."),
+        // The same again, later: kept once.
+        naptr(30, 10, "s", "SIP+D2U", "_sip._udp.example.com"),
+    ];
+    assert_eq!(
+        usable_naptr(&records, &ALL),
+        vec![
+            (Transport::Tls, "_sips._tcp.example.com".to_owned()),
+            (Transport::Tcp, "_sip._tcp.example.com".to_owned()),
+            (Transport::Udp, "_sip._udp.example.com".to_owned()),
+        ]
+    );
+    // No TLS listener (or a sips: URI's TLS only).
+    assert_eq!(
+        usable_naptr(&records, &[Transport::Udp, Transport::Tcp])[0].0,
+        Transport::Tcp
+    );
+    assert_eq!(
+        usable_naptr(&records, &[Transport::Tls]),
+        vec![(Transport::Tls, "_sips._tcp.example.com".to_owned())]
+    );
+    assert!(usable_naptr(&records[3..7], &ALL).is_empty());
+}
+
+#[test]
+fn srv_by_priority_then_heavier_first() {
+    let sorted = sort_srv(vec![
+        srv(20, 100, 5060, "c.example.com."),
+        srv(10, 10, 5060, "b.example.com."),
+        srv(10, 60, 5070, "a.example.com."),
+        srv(10, 10, 5060, "a2.example.com."),
+    ]);
+    let order: Vec<(&str, u16)> = sorted.iter().map(|s| (&*s.target, s.port)).collect();
+    assert_eq!(
+        order,
+        [
+            ("a.example.com", 5070),
+            ("a2.example.com", 5060),
+            ("b.example.com", 5060),
+            ("c.example.com", 5060)
+        ]
+    );
+    // "." says the service is not offered there.
+    assert!(sort_srv(vec![srv(0, 0, 0, ".")]).is_empty());
+}
+
+#[test]
+fn srv_fallback_is_tls_tcp_udp_among_ours() {
+    assert_eq!(
+        fallback_transports(&ALL),
+        [Transport::Tls, Transport::Tcp, Transport::Udp]
+    );
+    assert_eq!(
+        fallback_transports(&[Transport::Udp, Transport::Tcp]),
+        [Transport::Tcp, Transport::Udp]
+    );
+    assert_eq!(srv_prefix(Transport::Tls), "_sips._tcp");
+}
+
+/// Records as data: the name's NAPTR, SRV and addresses; a name in
+/// `broken` fails every query, as a server that times out would.
+#[derive(Default)]
+struct Table {
+    naptr: HashMap<String, Vec<Naptr>>,
+    srv: HashMap<String, Vec<Srv>>,
+    ip: HashMap<String, Vec<IpAddr>>,
+    broken: Vec<String>,
+}
+
+impl Table {
+    fn check(&self, name: &str) -> Result<(), String> {
+        match self.broken.iter().any(|b| b == name) {
+            true => Err("request timed out".into()),
+            false => Ok(()),
+        }
+    }
+}
+
+impl Lookup for Table {
+    async fn naptr(&self, name: &str) -> Result<Vec<Naptr>, String> {
+        self.check(name)?;
+        Ok(self.naptr.get(name).cloned().unwrap_or_default())
+    }
+    async fn srv(&self, name: &str) -> Result<Vec<Srv>, String> {
+        self.check(name)?;
+        Ok(self.srv.get(name).cloned().unwrap_or_default())
+    }
+    async fn ip(&self, name: &str) -> Result<Vec<IpAddr>, String> {
+        self.check(name)?;
+        Ok(self.ip.get(name).cloned().unwrap_or_default())
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn table() -> Table {
+    let mut t = Table::default();
+    t.naptr.insert(
+        "carrier.example.com".into(),
+        vec![
+            naptr(20, 10, "s", "SIP+D2U", "_sip._udp.carrier.example.com."),
+            naptr(10, 10, "s", "SIP+D2T", "_sip._tcp.carrier.example.com."),
+        ],
+    );
+    t.srv.insert(
+        "_sip._tcp.carrier.example.com".into(),
+        vec![
+            srv(10, 20, 5070, "sip2.carrier.example.com."),
+            srv(10, 80, 5070, "sip1.carrier.example.com."),
+        ],
+    );
+    t.srv.insert(
+        "_sip._udp.carrier.example.com".into(),
+        vec![srv(10, 0, 5060, "sip1.carrier.example.com.")],
+    );
+    t.srv.insert(
+        "_sip._udp.srv.example.net".into(),
+        vec![srv(1, 0, 5062, "host.srv.example.net.")],
+    );
+    t.srv.insert(
+        "_sips._tcp.tls.example.net".into(),
+        vec![srv(1, 0, 5063, "host.srv.example.net.")],
+    );
+    t.ip.insert(
+        "sip1.carrier.example.com".into(),
+        vec![ip("198.51.100.2"), ip("2001:db8::2")],
+    );
+    t.ip.insert("sip2.carrier.example.com".into(), vec![ip("198.51.100.3")]);
+    t.ip.insert("host.srv.example.net".into(), vec![ip("203.0.113.5")]);
+    t.ip.insert("a.example.net".into(), vec![ip("203.0.113.9")]);
+    t.ip.insert("v6.example.net".into(), vec![ip("2001:db8::9")]);
+    t
+}
+
+fn v4(transports: &[Transport]) -> Listeners {
+    Listeners(transports.iter().map(|&t| (t, false)).collect())
+}
+
+async fn run(t: &Table, uri: &str, l: &Listeners) -> Result<Vec<(String, Transport)>, String> {
+    let target: SipTarget = uri.parse().unwrap();
+    let found = resolve_target(t, &target, l).await?;
+    Ok(found
+        .into_iter()
+        .map(|f| (f.address.to_string(), f.transport))
+        .collect())
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn rfc3263_paths_over_a_table() {
+    let t = table();
+    let (udp, tcp, tls) = (Transport::Udp, Transport::Tcp, Transport::Tls);
+    let all = v4(&ALL);
+    let s = |a: &str, t: Transport| (a.to_owned(), t);
+    rt().block_on(async {
+        // An address: no lookup.
+        assert_eq!(
+            run(&t, "sip:198.51.100.7:5080", &all).await,
+            Ok(vec![s("198.51.100.7:5080", udp)])
+        );
+        // A port: A only, even where NAPTR records exist.
+        assert_eq!(
+            run(&t, "sip:sip2.carrier.example.com:5099;transport=tcp", &all).await,
+            Ok(vec![s("198.51.100.3:5099", tcp)])
+        );
+        // NAPTR: TCP (order 10) before UDP (order 20); SRV weight 80 first;
+        // only the listener's family.
+        assert_eq!(
+            run(&t, "sip:carrier.example.com", &all).await,
+            Ok(vec![
+                s("198.51.100.2:5070", tcp),
+                s("198.51.100.3:5070", tcp),
+                s("198.51.100.2:5060", udp),
+            ])
+        );
+        // Without a TCP listener the D2T record is skipped.
+        assert_eq!(
+            run(&t, "sip:carrier.example.com", &v4(&[udp])).await,
+            Ok(vec![s("198.51.100.2:5060", udp)])
+        );
+        // A transport: SRV for it only, skipping NAPTR.
+        assert_eq!(
+            run(&t, "sip:carrier.example.com;transport=udp", &all).await,
+            Ok(vec![s("198.51.100.2:5060", udp)])
+        );
+        // No NAPTR: SRV for TLS, then TCP, then UDP; the first that answers.
+        assert_eq!(
+            run(&t, "sip:srv.example.net", &all).await,
+            Ok(vec![s("203.0.113.5:5062", udp)])
+        );
+        assert_eq!(
+            run(&t, "sip:tls.example.net", &all).await,
+            Ok(vec![s("203.0.113.5:5063", tls)])
+        );
+        // sips: TLS only, so the UDP SRV record is not for it: A on 5061.
+        let e = run(&t, "sips:srv.example.net", &all).await.unwrap_err();
+        assert!(e.contains("SRV _sips._tcp.srv.example.net: none"), "{e}");
+        // Nothing but A: UDP 5060, or the transport's default port.
+        assert_eq!(
+            run(&t, "sip:a.example.net", &all).await,
+            Ok(vec![s("203.0.113.9:5060", udp)])
+        );
+        assert_eq!(
+            run(&t, "sips:a.example.net", &all).await,
+            Ok(vec![s("203.0.113.9:5061", tls)])
+        );
+        assert_eq!(
+            run(&t, "sip:a.example.net;transport=tcp", &all).await,
+            Ok(vec![s("203.0.113.9:5060", tcp)])
+        );
+        // An IPv6 listener takes AAAA only.
+        let v6 = Listeners(vec![(udp, true), (tcp, true)]);
+        assert_eq!(
+            run(&t, "sip:carrier.example.com", &v6).await,
+            Ok(vec![
+                s("[2001:db8::2]:5070", tcp),
+                s("[2001:db8::2]:5060", udp)
+            ])
+        );
+    });
+}
+
+#[test]
+fn rfc3263_errors_say_what_was_looked_up() {
+    let mut t = table();
+    t.broken.push("broken.example.com".into());
+    let all = v4(&ALL);
+    rt().block_on(async {
+        let e = run(&t, "sip:nothing.invalid", &all).await.unwrap_err();
+        assert_eq!(
+            e,
+            "NAPTR nothing.invalid: none; SRV _sips._tcp.nothing.invalid: none; \
+             SRV _sip._tcp.nothing.invalid: none; SRV _sip._udp.nothing.invalid: none; \
+             A nothing.invalid: no such record"
+        );
+        let e = run(&t, "sip:broken.example.com", &all).await.unwrap_err();
+        assert_eq!(e, "NAPTR broken.example.com: request timed out");
+        let e = run(&t, "sip:v6.example.net:5060", &all).await.unwrap_err();
+        assert!(e.contains("resolves to 2001:db8::9 only"), "{e}");
+        assert!(e.contains("the udp listener is IPv4"), "{e}");
+        // No UDP listener for the last resort of a sip: name.
+        let e = run(&t, "sip:a.example.net", &v4(&[Transport::Tcp]))
+            .await
+            .unwrap_err();
+        assert!(e.ends_with("no udp listener is configured"), "{e}");
+    });
+}
+
+#[test]
+fn config_expands_carriers_and_takes_an_edges_first_target() {
+    let text = r#"listen = ["udp:198.51.100.10:5060", "tcp:198.51.100.10:5060"]
+[[edge]]
+name = "e1"
+uri = "sip:carrier.example.com;transport=tcp"
+priority = 1
+[carrier]
+uris = ["sip:carrier.example.com", "sip:198.51.100.7", "sip:a.example.net"]
+"#;
+    let c = Config::parse(text).unwrap();
+    let r = rt().block_on(c.resolve_with(&table())).unwrap();
+    assert_eq!(r.edges[0].address, "198.51.100.2:5070".parse().unwrap());
+    let pc = c.proxy_config(&r, 5060, 1, true);
+    pc.validate().unwrap();
+    assert_eq!(pc.edges[0].transport, Transport::Tcp);
+    let targets: Vec<(String, String, Transport)> = pc
+        .carriers
+        .iter()
+        .map(|t| (t.uri.clone(), t.address.to_string(), t.transport))
+        .collect();
+    let n = |u: &str, a: &str, t| (u.to_owned(), a.to_owned(), t);
+    assert_eq!(
+        targets,
+        [
+            n(
+                "sip:carrier.example.com",
+                "198.51.100.2:5070",
+                Transport::Tcp
+            ),
+            n(
+                "sip:carrier.example.com",
+                "198.51.100.3:5070",
+                Transport::Tcp
+            ),
+            n(
+                "sip:carrier.example.com",
+                "198.51.100.2:5060",
+                Transport::Udp
+            ),
+            n("sip:198.51.100.7", "198.51.100.7:5060", Transport::Udp),
+            n("sip:a.example.net", "203.0.113.9:5060", Transport::Udp),
+        ]
+    );
+    let shown = c.render(Some(&r));
+    for line in [
+        "uri = \"sip:carrier.example.com;transport=tcp\"   # SRV _sip._tcp.carrier.example.com -> sip1.carrier.example.com -> tcp 198.51.100.2:5070\n",
+        "  \"sip:carrier.example.com\",\n    # NAPTR -> SRV _sip._tcp.carrier.example.com -> sip1.carrier.example.com -> tcp 198.51.100.2:5070\n",
+        "    # NAPTR -> SRV _sip._udp.carrier.example.com -> sip1.carrier.example.com -> udp 198.51.100.2:5060\n",
+        "  \"sip:198.51.100.7\",\n    # udp 198.51.100.7:5060\n",
+        "  \"sip:a.example.net\",\n    # A a.example.net -> udp 203.0.113.9:5060\n]\n",
+    ] {
+        assert!(shown.contains(line), "{line:?} not in\n{shown}");
+    }
+    // What check prints is still a file that gives the same configuration.
+    assert_eq!(Config::parse(&shown).unwrap(), c);
+
+    // A failed carrier names its key, its side and the lookups.
+    let bad = text.replace("sip:198.51.100.7", "sip:nothing.invalid");
+    let c = Config::parse(&bad).unwrap();
+    let e = rt().block_on(c.resolve_with(&table())).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("carrier.uris[2]"));
+    assert!(
+        e.message.starts_with(
+            "carrier: cannot resolve sip:nothing.invalid: NAPTR nothing.invalid: none;"
+        ),
+        "{e}"
+    );
+    let bad = text
+        .replace("transport=tcp", "transport=udp")
+        .replace("sip:carrier.example.com;", "sip:nothing.invalid;");
+    let e = rt()
+        .block_on(Config::parse(&bad).unwrap().resolve_with(&table()))
+        .unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("edge[1].uri"));
+    assert!(e.message.starts_with("Edge \"e1\": cannot resolve"), "{e}");
+    assert!(
+        e.message.contains("SRV _sip._udp.nothing.invalid: none"),
+        "{e}"
+    );
+
+    // Two Edges whose names lead to one address.
+    let two = text.replace(
+        "[carrier]",
+        "[[edge]]\nname = \"e2\"\nuri = \"sip:sip1.carrier.example.com:5070;transport=tcp\"\npriority = 2\n[carrier]",
+    );
+    let e = rt()
+        .block_on(Config::parse(&two).unwrap().resolve_with(&table()))
+        .unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("edge[2].uri"));
+    assert!(
+        e.message
+            .ends_with("resolves to 198.51.100.2:5070, the address of Edge \"e1\""),
+        "{e}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// End to end: hickory-resolver asks a tiny name server on 127.0.0.1.
+
+mod server {
+    use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
+    use hickory_resolver::proto::rr::rdata::{A, AAAA, NAPTR, SRV};
+    use hickory_resolver::proto::rr::{Name, RData, Record};
+    use tokio::net::UdpSocket;
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    /// The zone: (name, record data).
+    fn zone() -> Vec<(&'static str, RData)> {
+        let naptr = |order, service: &str, replacement: &str| {
+            RData::NAPTR(NAPTR::new(
+                order,
+                10,
+                b"s".to_vec().into(),
+                service.as_bytes().to_vec().into(),
+                Box::default(),
+                name(replacement),
+            ))
+        };
+        let srv = |p, w, port, target: &str| RData::SRV(SRV::new(p, w, port, name(target)));
+        let a = |s: &str| RData::A(A(s.parse().unwrap()));
+        vec![
+            // NAPTR -> SRV -> A; the TLS record has no listener here.
+            (
+                "carrier.example.com.",
+                naptr(5, "SIPS+D2T", "_sips._tcp.carrier.example.com."),
+            ),
+            (
+                "carrier.example.com.",
+                naptr(10, "SIP+D2T", "_sip._tcp.carrier.example.com."),
+            ),
+            (
+                "carrier.example.com.",
+                naptr(20, "SIP+D2U", "_sip._udp.carrier.example.com."),
+            ),
+            (
+                "_sip._tcp.carrier.example.com.",
+                srv(10, 40, 5070, "sip2.carrier.example.com."),
+            ),
+            (
+                "_sip._tcp.carrier.example.com.",
+                srv(10, 60, 5070, "sip1.carrier.example.com."),
+            ),
+            (
+                "_sip._udp.carrier.example.com.",
+                srv(10, 0, 5060, "sip1.carrier.example.com."),
+            ),
+            ("sip1.carrier.example.com.", a("198.51.100.2")),
+            (
+                "sip1.carrier.example.com.",
+                RData::AAAA(AAAA("2001:db8::2".parse().unwrap())),
+            ),
+            ("sip2.carrier.example.com.", a("198.51.100.3")),
+            // SRV only.
+            ("srv.example.net.", a("203.0.113.1")),
+            (
+                "_sip._udp.srv.example.net.",
+                srv(1, 0, 5062, "host.srv.example.net."),
+            ),
+            ("host.srv.example.net.", a("203.0.113.5")),
+            // A only.
+            ("a.example.net.", a("203.0.113.9")),
+        ]
+    }
+
+    /// Answers from [`zone`]: the records of the name and type asked,
+    /// NXDOMAIN for a name it does not hold.
+    pub async fn start() -> std::net::SocketAddr {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        tokio::spawn(async move {
+            let zone = zone();
+            let mut buf = [0u8; 1500];
+            loop {
+                let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                    return;
+                };
+                let Ok(q) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let mut r = Message::new();
+                r.set_id(q.id())
+                    .set_message_type(MessageType::Response)
+                    .set_op_code(q.op_code())
+                    .set_authoritative(true)
+                    .set_recursion_desired(q.recursion_desired())
+                    .set_recursion_available(true);
+                for query in q.queries() {
+                    r.add_query(query.clone());
+                    let asked = query.name().to_lowercase();
+                    let mut known = false;
+                    for (owner, data) in &zone {
+                        if name(owner) != asked {
+                            continue;
+                        }
+                        known = true;
+                        if data.record_type() == query.query_type() {
+                            r.add_answer(Record::from_rdata(asked.clone(), 60, data.clone()));
+                        }
+                    }
+                    if !known {
+                        r.set_response_code(ResponseCode::NXDomain);
+                    }
+                }
+                let _ = sock.send_to(&r.to_vec().unwrap(), from).await;
+            }
+        });
+        addr
+    }
+}
+
+#[tokio::test]
+async fn naptr_srv_and_a_through_a_name_server_on_loopback() {
+    let dns = server::start().await;
+    let text = format!(
+        r#"listen = ["udp:198.51.100.10:5060", "tcp:198.51.100.10:5060"]
+[[edge]]
+name = "e1"
+uri = "sip:srv.example.net"
+priority = 1
+[carrier]
+uris = ["sip:carrier.example.com", "sip:srv.example.net", "sip:a.example.net", "sip:missing.example.net"]
+[dns]
+servers = ["{dns}"]
+"#
+    );
+    let c = Config::parse(&text).unwrap();
+    assert_eq!(c.dns_servers, [dns]);
+    // The last URI has no record at all.
+    let e = c.resolve().await.unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("carrier.uris[4]"), "{e}");
+    assert!(
+        e.message.ends_with("A missing.example.net: no such record"),
+        "{e}"
+    );
+
+    let c = Config::parse(&text.replace(", \"sip:missing.example.net\"", "")).unwrap();
+    let r = c.resolve().await.unwrap();
+    assert_eq!(
+        r.edges[0],
+        Found {
+            address: "203.0.113.5:5062".parse().unwrap(),
+            transport: Transport::Udp,
+            path: "SRV _sip._udp.srv.example.net -> host.srv.example.net".into(),
+        }
+    );
+    let got: Vec<(usize, String, Transport, &str)> = r
+        .carriers
+        .iter()
+        .map(|c| {
+            let t = &c.target;
+            (c.index, t.address.to_string(), t.transport, &*t.path)
+        })
+        .collect();
+    let tcp = "NAPTR -> SRV _sip._tcp.carrier.example.com -> ";
+    let udp = "NAPTR -> SRV _sip._udp.carrier.example.com -> ";
+    assert_eq!(
+        got,
+        [
+            (
+                0,
+                "198.51.100.2:5070".into(),
+                Transport::Tcp,
+                &*format!("{tcp}sip1.carrier.example.com")
+            ),
+            (
+                0,
+                "198.51.100.3:5070".into(),
+                Transport::Tcp,
+                &*format!("{tcp}sip2.carrier.example.com")
+            ),
+            (
+                0,
+                "198.51.100.2:5060".into(),
+                Transport::Udp,
+                &*format!("{udp}sip1.carrier.example.com")
+            ),
+            (
+                1,
+                "203.0.113.5:5062".into(),
+                Transport::Udp,
+                "SRV _sip._udp.srv.example.net -> host.srv.example.net"
+            ),
+            (
+                2,
+                "203.0.113.9:5060".into(),
+                Transport::Udp,
+                "A a.example.net"
+            ),
+        ]
+    );
+    let shown = c.render(Some(&r));
+    assert!(shown.contains(&format!("servers = [\"{dns}\"]")), "{shown}");
+    assert_eq!(Config::parse(&shown).unwrap(), c);
+}
