@@ -26,8 +26,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::lab::{
-    epoch, lab_lock, ms, pair_with, report, wait_for, Calls, Lab, PerCall, Pinger, Uac, UacOptions,
-    A, B, CARRIER, DEPLOY_HEALTH, EDGE1, EDGE2, SIPP_T1,
+    epoch, lab_lock, ms, pair_with, report, wait_for, Calls, Lab, PerCall, Uac, UacOptions, A, B,
+    CARRIER, DEPLOY_HEALTH, EDGE1, EDGE2, SIPP_T1,
 };
 
 const RATE: u32 = 200;
@@ -168,7 +168,7 @@ fn drill_1_edge_failure() {
         return;
     };
     let (mut lab, _) = drill_pair(true);
-    let pinger = Pinger::start(&lab, CARRIER);
+    let pinger = lab.pinger(CARRIER);
     let uac = start_calls(&mut lab, "uac-1", Duration::ZERO);
     sleep_until(&uac, event_at());
     // The link is surely down once the command returns; a call placed
@@ -234,7 +234,7 @@ fn drill_2_active_host_failure() {
         return;
     };
     let (mut lab, _) = drill_pair(false);
-    let pinger = Pinger::start(&lab, CARRIER);
+    let pinger = lab.pinger(CARRIER);
     let uac = start_calls(&mut lab, "uac-2", Duration::ZERO);
     sleep_until(&uac, event_at());
     lab.cut(A);
@@ -270,7 +270,7 @@ fn drill_3_graceful_stop() {
         return;
     };
     let (mut lab, a) = drill_pair(false);
-    let pinger = Pinger::start(&lab, CARRIER);
+    let pinger = lab.pinger(CARRIER);
     let uac = start_calls(&mut lab, "uac-3", Duration::ZERO);
     sleep_until(&uac, event_at());
     let t0 = Instant::now();
@@ -350,7 +350,7 @@ fn drill_4_edge_recovery() {
         lab.edge_healthy(A, 0) == Some(false) && lab.edge_healthy(B, 0) == Some(false)
     });
     assert!(down.is_some(), "Edge 1 never Unhealthy on both hosts");
-    let pinger = Pinger::start(&lab, CARRIER);
+    let pinger = lab.pinger(CARRIER);
     // Long enough that Edge 2 still holds dialogs when Edge 1 is back.
     let call_length = Duration::from_secs(6);
     let uac = start_calls(&mut lab, "uac-4", call_length);
@@ -470,7 +470,7 @@ fn drill_5_split_brain() {
     };
     let (mut lab, _) = drill_pair(false);
     let (mac_a, mac_b) = (lab.mac(A), lab.mac(B));
-    let pinger = Pinger::start(&lab, CARRIER);
+    let pinger = lab.pinger(CARRIER);
     let uac = start_calls(&mut lab, "uac-5", Duration::ZERO);
     let phase = Duration::from_secs_f64(f64::from(seconds()) * 0.15);
     sleep_until(&uac, phase);
@@ -653,26 +653,4 @@ fn shortmsg_and_per_call_parse() {
     assert_eq!(edge.calls["8-9@x"].invite_at, Some(102.2));
     assert!(!edge.calls.contains_key("9-9@x"));
     assert!(edge.invited("8-9@x") && !edge.invited("1-9@x"));
-}
-
-/// The VIP outage: unanswered pings by their send times.
-#[test]
-fn ping_outage_counts_unanswered_stretches() {
-    use common::lab::PingReport;
-    let t0 = Instant::now();
-    let at = |ms: u64| t0 + Duration::from_millis(ms);
-    let report = |answered: &[bool]| PingReport {
-        sent: (0..answered.len() as u64).map(|n| at(n * 5)).collect(),
-        answered: answered.to_vec(),
-    };
-    let r = report(&[true, true, true]);
-    assert_eq!((r.outage(), r.lost()), (Duration::ZERO, 0));
-    // Pings 1-3 lost, 4 answered: 15 ms from the first lost to it.
-    let r = report(&[true, false, false, false, true, false, true]);
-    assert_eq!(r.outage(), Duration::from_millis(15));
-    assert_eq!(r.lost(), 4);
-    // Lost to the end.
-    let r = report(&[true, false, false, false]);
-    assert_eq!(r.outage(), Duration::from_millis(10));
-    assert_eq!(report(&[false, false]).outage(), Duration::MAX);
 }

@@ -10,30 +10,29 @@
 //!                          Edge 2 198.51.100.22 ◄─┘
 //! ```
 //!
-//! Each lab makes its own namespaces, named `tvd<pid>-<n>-<host>`: `sw`
-//! holds the bridge, every host has `eth0`, a veth whose other end is the
-//! bridge port `v<host>`. More hosts on the same segment (extra carriers,
-//! attackers) come from [`Lab::add_host`]. Only documentation addresses
-//! are used, nothing touches the root namespace, every wait is bounded,
-//! and the drop guard kills every process in the lab's namespaces and
-//! deletes them, also when the test fails. Lab tests need root and skip
+//! The namespaces, the helpers and the [`Pinger`] are `trunkvip-netlab`'s,
+//! shared with the VIP crate's lab. Each lab makes its own namespaces,
+//! named `tvd<pid>-<n>-<host>`: `sw` holds the bridge, every host has
+//! `eth0`, a veth whose other end is the bridge port `v<host>`. More
+//! hosts on the same segment (extra carriers, attackers) come from
+//! [`Lab::add_host`]. Only documentation addresses are used, nothing
+//! touches the root namespace, every wait is bounded, and the drop guard
+//! kills every process in the lab's namespaces and deletes them, also
+//! when the test fails. Lab tests need root and skip
 //! loudly without it (CI runs as root); [`lab_lock`] runs them one at a
 //! time (they measure time). `LAB_KEEP=1` keeps each lab's files (logs,
 //! SIPp traces) and prints where.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::Write as _;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nix::sched::{setns, CloneFlags};
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use trunkvip_netlab::Segment;
+// Each test binary uses its own part of these.
+#[allow(unused_imports)]
+pub use trunkvip_netlab::{lab_lock, ms, run, run_quiet, wait_for, Host, Pinger};
 
 use super::{Child, TRUNKVIP};
 
@@ -41,24 +40,6 @@ pub const VIP: &str = "198.51.100.10";
 pub const ADMIN: &str = "127.0.0.1:9090";
 /// SIPp's T1: the first INVITE and BYE retransmission after 500 ms.
 pub const SIPP_T1: Duration = Duration::from_millis(500);
-
-static SERIAL: Mutex<()> = Mutex::new(());
-static SEQ: AtomicUsize = AtomicUsize::new(0);
-
-/// A host on the lab's segment: namespace `<prefix>-<name>`, address
-/// `198.51.100.<addr>/24`. `name` at most 13 characters (bridge port
-/// `v<name>` fits IFNAMSIZ).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Host {
-    pub name: &'static str,
-    pub addr: u8,
-}
-
-impl Host {
-    pub fn ip(&self) -> String {
-        format!("198.51.100.{}", self.addr)
-    }
-}
 
 pub const CARRIER: Host = Host {
     name: "car",
@@ -98,73 +79,9 @@ recovery_threshold = 5
 failover_after = "250ms"
 "#;
 
-/// The lock that runs lab tests one at a time, or `None` (after a loud
-/// message) when not root.
-pub fn lab_lock(test: &str) -> Option<MutexGuard<'static, ()>> {
-    let uid = Command::new("id").arg("-u").output().ok();
-    let root = uid.is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if !root {
-        let bang = "!".repeat(72);
-        // Straight to stderr: the harness captures eprintln! of passing tests.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n{bang}\n!!! SKIPPED lab test {test}: needs root (network namespaces, raw sockets)\n{bang}"
-        );
-        return None;
-    }
-    Some(SERIAL.lock().unwrap_or_else(|p| p.into_inner()))
-}
-
 /// Says a figure so that it shows in `cargo test` output, passing or not.
 pub fn report(who: &str, line: &str) {
     let _ = writeln!(std::io::stderr(), "{who}: {line}");
-}
-
-pub fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {}: {}\n{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-pub fn run_quiet(cmd: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Polls `cond` every `step` until it holds or `limit` passes; how long
-/// it took.
-pub fn wait_for(
-    limit: Duration,
-    step: Duration,
-    mut cond: impl FnMut() -> bool,
-) -> Option<Duration> {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() >= limit {
-            return None;
-        }
-        std::thread::sleep(step);
-    }
 }
 
 /// Wall-clock seconds, the time base of SIPp's traces.
@@ -172,10 +89,6 @@ pub fn epoch() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-pub fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 /// How a carrier-side `sipp -sn uac` runs.
@@ -468,9 +381,7 @@ impl EdgeCalls {
 /// A lab of namespaces on one bridge, and the processes in them.
 #[derive(Debug)]
 pub struct Lab {
-    pub prefix: String,
     pub dir: tempfile::TempDir,
-    pub namespaces: Vec<String>,
     pub procs: Vec<Child>,
     /// The VRRP advert interval of the hosts started next.
     pub advert: &'static str,
@@ -485,14 +396,14 @@ pub struct Lab {
     pub carrier_extra: String,
     /// Whether [`Lab::edges`] traces every message (for [`Lab::edge_calls`]).
     pub trace_edges: bool,
-    hosts: Vec<Host>,
+    /// The namespaces; dropped after `Lab::drop`, it kills what is left
+    /// and deletes them.
+    pub net: Segment,
 }
 
 impl Lab {
     /// The bridge, the carrier, both trunkvip hosts and both Edges.
     pub fn new() -> Lab {
-        let n = SEQ.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!("tvd{}-{n}", std::process::id());
         let mut lab = Lab {
             advert: "100ms",
             health: FAST_HEALTH,
@@ -500,18 +411,10 @@ impl Lab {
             listen: vec![format!("udp:{VIP}:5060")],
             carrier_extra: String::new(),
             trace_edges: false,
-            prefix,
             dir: super::tempdir(),
-            namespaces: vec![],
             procs: vec![],
-            hosts: vec![],
+            net: Segment::new("tvd", Default::default()),
         };
-        // From here on, Drop deletes whatever was made.
-        let sw = lab.ns("sw");
-        run("ip", &["netns", "add", &sw]);
-        lab.namespaces.push(sw.clone());
-        run("ip", &["-n", &sw, "link", "add", "br0", "type", "bridge"]);
-        run("ip", &["-n", &sw, "link", "set", "br0", "up"]);
         for h in [CARRIER, A, B, EDGE1, EDGE2] {
             lab.add_host(h);
         }
@@ -520,48 +423,11 @@ impl Lab {
 
     /// One more host on the segment (another carrier, an attacker).
     pub fn add_host(&mut self, h: Host) {
-        assert!(
-            !self
-                .hosts
-                .iter()
-                .any(|o| o.name == h.name || o.addr == h.addr),
-            "{h:?} clashes with a host of the lab"
-        );
-        let sw = self.ns("sw");
-        let ns = self.ns(h.name);
-        run("ip", &["netns", "add", &ns]);
-        self.namespaces.push(ns.clone());
-        let port = format!("v{}", h.name);
-        run(
-            "ip",
-            &[
-                "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
-                &ns,
-            ],
-        );
-        run(
-            "ip",
-            &["-n", &sw, "link", "set", &port, "master", "br0", "up"],
-        );
-        run(
-            "ip",
-            &[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{}/24", h.ip()),
-                "dev",
-                "eth0",
-            ],
-        );
-        run("ip", &["-n", &ns, "link", "set", "eth0", "up"]);
-        run("ip", &["-n", &ns, "link", "set", "lo", "up"]);
-        self.hosts.push(h);
+        self.net.add_host(h);
     }
 
     pub fn ns(&self, host: &str) -> String {
-        format!("{}-{host}", self.prefix)
+        self.net.ns(host)
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -755,20 +621,7 @@ secret_file = "{secret}"
 
     /// Whether the VIP is on `host`'s eth0.
     pub fn holds(&self, host: Host) -> bool {
-        run_quiet(
-            "ip",
-            &[
-                "-n",
-                &self.ns(host.name),
-                "-o",
-                "-4",
-                "addr",
-                "show",
-                "dev",
-                "eth0",
-            ],
-        )
-        .is_some_and(|s| s.contains(&format!(" {VIP}/")))
+        self.net.has_address(host, VIP)
     }
 
     /// Which of A and B hold the VIP: "A", "B", "A+B" or "none".
@@ -783,32 +636,12 @@ secret_file = "{secret}"
 
     /// `host`'s eth0 MAC.
     pub fn mac(&self, host: Host) -> String {
-        let s = run(
-            "ip",
-            &[
-                "-n",
-                &self.ns(host.name),
-                "-o",
-                "link",
-                "show",
-                "dev",
-                "eth0",
-            ],
-        );
-        s.split_whitespace()
-            .skip_while(|w| *w != "link/ether")
-            .nth(1)
-            .expect("link/ether in ip link output")
-            .to_owned()
+        self.net.mac(host)
     }
 
     /// The MAC `host`'s neighbour cache holds for the VIP.
     pub fn neigh(&self, host: Host) -> Option<String> {
-        let s = run_quiet("ip", &["-n", &self.ns(host.name), "neigh", "show", VIP])?;
-        s.split_whitespace()
-            .skip_while(|w| *w != "lladdr")
-            .nth(1)
-            .map(str::to_owned)
+        self.net.neigh(host, VIP)
     }
 
     /// Points `host`'s neighbour entry for the VIP at `mac`, as an ARP
@@ -835,19 +668,17 @@ secret_file = "{secret}"
     /// Takes `host`'s bridge port down: the host loses its carrier, as
     /// when its cable is pulled or its switch port dies.
     pub fn cut(&self, host: Host) {
-        let port = format!("v{}", host.name);
-        run(
-            "ip",
-            &["-n", &self.ns("sw"), "link", "set", "dev", &port, "down"],
-        );
+        self.net.cut(host);
     }
 
     pub fn restore(&self, host: Host) {
-        let port = format!("v{}", host.name);
-        run(
-            "ip",
-            &["-n", &self.ns("sw"), "link", "set", "dev", &port, "up"],
-        );
+        self.net.restore(host);
+    }
+
+    /// Pings the VIP from `from` every [`trunkvip_netlab::PING_EVERY`] until
+    /// stopped.
+    pub fn pinger(&self, from: Host) -> Pinger {
+        Pinger::start(&self.net, from, VIP.parse().expect("VIP"))
     }
 
     /// Drops (or lets through again) every VRRP datagram (IP protocol
@@ -1001,7 +832,7 @@ impl Drop for Lab {
             let _ = writeln!(
                 std::io::stderr(),
                 "===== lab {} logs =====\n{}",
-                self.prefix,
+                self.net.prefix(),
                 self.logs()
             );
         }
@@ -1009,34 +840,17 @@ impl Drop for Lab {
             p.kill();
         }
         // Anything else still running in our namespaces is ours too.
-        for ns in &self.namespaces {
-            if let Some(pids) = run_quiet("ip", &["netns", "pids", ns]) {
-                for pid in pids.split_whitespace() {
-                    if pid.parse::<u32>().is_ok() {
-                        let _ = run_quiet("kill", &["-KILL", pid]);
-                    }
-                }
-            }
-        }
+        self.net.kill_all();
         if std::env::var_os("LAB_KEEP").is_some() {
             let dir = std::mem::replace(&mut self.dir, super::tempdir());
             let _ = writeln!(
                 std::io::stderr(),
                 "lab {}: files kept in {}",
-                self.prefix,
+                self.net.prefix(),
                 dir.keep().display()
             );
         }
-        for ns in self.namespaces.iter().rev() {
-            // A namespace whose last process is still exiting may need a
-            // second try.
-            for _ in 0..50 {
-                if run_quiet("ip", &["netns", "del", ns]).is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        // `self.net`'s drop deletes the namespaces.
     }
 }
 
@@ -1055,176 +869,4 @@ pub fn pair_with(setup: impl FnOnce(&mut Lab)) -> (Lab, usize, usize) {
     let took = lab.wait_settled(Duration::from_secs(15));
     report("lab", &format!("pair settled in {} ms", took.as_millis()));
     (lab, a, b)
-}
-
-// ----------------------------------------------------------------- pinger
-
-/// How often the [`Pinger`] pings: the anchors' `ping -i 0.005`.
-pub const PING_EVERY: Duration = Duration::from_millis(5);
-
-/// A raw ICMP socket inside namespace `ns` (made on a short-lived thread
-/// that enters it; the socket stays in that namespace).
-fn icmp_socket_in(ns: &str) -> Socket {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let f = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        setns(&f, CloneFlags::CLONE_NEWNET).expect("setns");
-        let s =
-            Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).expect("raw ICMP socket");
-        s.set_read_timeout(Some(Duration::from_millis(20)))
-            .expect("timeout");
-        s
-    })
-    .join()
-    .expect("setns thread")
-}
-
-fn inet_checksum(b: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in b.chunks(2) {
-        sum += (u32::from(c[0]) << 8) | c.get(1).map_or(0, |x| u32::from(*x));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// Pings the VIP from a host every [`PING_EVERY`] until stopped. The VIP
-/// outage is the longest stretch of unanswered pings, from the first one
-/// lost to the next one answered, by their send times: as the anchors'
-/// `ka-failover.sh` (longest gap between replies) when the machine is
-/// idle, but a stall of this test process is not counted as an outage.
-#[derive(Debug)]
-pub struct Pinger {
-    stop: Arc<AtomicBool>,
-    stop_rx: Arc<AtomicBool>,
-    sender: JoinHandle<Vec<Instant>>,
-    receiver: JoinHandle<Vec<u32>>,
-}
-
-#[derive(Debug)]
-pub struct PingReport {
-    /// When each ping left, by its number.
-    pub sent: Vec<Instant>,
-    /// The numbers answered.
-    pub answered: Vec<bool>,
-}
-
-impl Pinger {
-    pub fn start(lab: &Lab, from: Host) -> Pinger {
-        let sock = Arc::new(icmp_socket_in(&lab.ns(from.name)));
-        let target: IpAddr = VIP.parse().expect("VIP");
-        let id = (std::process::id() as u16) ^ (SEQ.load(Ordering::SeqCst) as u16);
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s2, stop2) = (sock.clone(), stop.clone());
-        let sender = std::thread::spawn(move || {
-            let dst = SockAddr::from(std::net::SocketAddr::new(target, 0));
-            let mut sent = vec![];
-            let mut next = Instant::now();
-            // Bounded: at most 10 minutes of pings.
-            for n in 0..120_000u32 {
-                if stop2.load(Ordering::SeqCst) {
-                    break;
-                }
-                // The payload carries the full ping number; the kernel
-                // echoes it.
-                let mut pkt = [0u8; 16];
-                pkt[0] = 8;
-                pkt[4..6].copy_from_slice(&id.to_be_bytes());
-                pkt[6..8].copy_from_slice(&(n as u16).to_be_bytes());
-                pkt[8..12].copy_from_slice(&n.to_be_bytes());
-                let c = inet_checksum(&pkt);
-                pkt[2..4].copy_from_slice(&c.to_be_bytes());
-                sent.push(Instant::now());
-                let _ = s2.send_to(&pkt, &dst);
-                next += PING_EVERY;
-                let now = Instant::now();
-                if next > now {
-                    std::thread::sleep(next - now);
-                } else {
-                    next = now;
-                }
-            }
-            sent
-        });
-        let stop_rx = Arc::new(AtomicBool::new(false));
-        let stop3 = stop_rx.clone();
-        let receiver = std::thread::spawn(move || {
-            let mut replies = Vec::new();
-            let mut buf = [0u8; 1500];
-            for _ in 0..1_000_000 {
-                if stop3.load(Ordering::SeqCst) {
-                    break;
-                }
-                let n = match std::io::Read::read(&mut &*sock, &mut buf) {
-                    Ok(n) => n,
-                    Err(_) => continue,
-                };
-                let ihl = usize::from(buf[0] & 0x0f) * 4;
-                if n < ihl + 12 {
-                    continue;
-                }
-                let icmp = &buf[ihl..n];
-                if icmp[0] == 0 && u16::from_be_bytes([icmp[4], icmp[5]]) == id {
-                    replies.push(u32::from_be_bytes([icmp[8], icmp[9], icmp[10], icmp[11]]));
-                }
-            }
-            replies
-        });
-        Pinger {
-            stop,
-            stop_rx,
-            sender,
-            receiver,
-        }
-    }
-
-    pub fn stop(self) -> PingReport {
-        self.stop.store(true, Ordering::SeqCst);
-        let sent = self.sender.join().expect("ping sender");
-        // Let the last replies arrive.
-        std::thread::sleep(Duration::from_millis(100));
-        self.stop_rx.store(true, Ordering::SeqCst);
-        let replies = self.receiver.join().expect("ping receiver");
-        let mut answered = vec![false; sent.len()];
-        for r in replies {
-            if let Some(a) = answered.get_mut(r as usize) {
-                *a = true;
-            }
-        }
-        PingReport { sent, answered }
-    }
-}
-
-impl PingReport {
-    /// The longest stretch without an answer: from the first unanswered
-    /// ping to the next answered one; zero when none was lost.
-    /// `Duration::MAX` when nothing was answered at all.
-    pub fn outage(&self) -> Duration {
-        if !self.answered.contains(&true) {
-            return Duration::MAX;
-        }
-        let mut longest = Duration::ZERO;
-        let mut lost_since: Option<Instant> = None;
-        for (at, ok) in self.sent.iter().zip(&self.answered) {
-            match (ok, lost_since) {
-                (false, None) => lost_since = Some(*at),
-                (true, Some(t)) => {
-                    longest = longest.max(*at - t);
-                    lost_since = None;
-                }
-                _ => {}
-            }
-        }
-        // Still unanswered at the end: the outage lasts to the last ping.
-        if let (Some(t), Some(last)) = (lost_since, self.sent.last()) {
-            longest = longest.max(*last - t);
-        }
-        longest
-    }
-
-    pub fn lost(&self) -> usize {
-        self.answered.iter().filter(|a| !**a).count()
-    }
 }
