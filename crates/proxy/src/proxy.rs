@@ -1092,6 +1092,21 @@ impl Proxy {
         resp
     }
 
+    /// 503 with our Retry-After, outside any transaction.
+    fn unavailable(&mut self, req: &Message, f: &Facts<'_>, peer: Peer) {
+        let ra = self.retry_after();
+        let extra = [("Retry-After", &ra[..])];
+        self.answer(
+            req,
+            Some(f),
+            peer,
+            503,
+            "Service Unavailable",
+            &extra,
+            false,
+        );
+    }
+
     fn retry_after(&self) -> Vec<u8> {
         self.retry_after.as_bytes().to_vec()
     }
@@ -1159,16 +1174,7 @@ impl Proxy {
                 crate::ratelimit::Verdict::Pass => {}
                 crate::ratelimit::Verdict::Refuse => {
                     self.metrics.rate_limited_503 += 1;
-                    let ra = self.retry_after();
-                    self.answer(
-                        msg,
-                        Some(&f),
-                        peer,
-                        503,
-                        "Service Unavailable",
-                        &[("Retry-After", &ra)],
-                        false,
-                    );
+                    self.unavailable(msg, &f, peer);
                     return;
                 }
                 crate::ratelimit::Verdict::Silence => {
@@ -1218,16 +1224,7 @@ impl Proxy {
             if self.edges.any_healthy() && !self.draining {
                 self.answer(msg, Some(&f), peer, 200, "OK", &[("Allow", b"INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, PRACK, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, MESSAGE")], false);
             } else {
-                let ra = self.retry_after();
-                self.answer(
-                    msg,
-                    Some(&f),
-                    peer,
-                    503,
-                    "Service Unavailable",
-                    &[("Retry-After", &ra)],
-                    false,
-                );
+                self.unavailable(msg, &f, peer);
             }
             return;
         }
