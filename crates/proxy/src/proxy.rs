@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use siphasher::sip::SipHasher13;
 use trunkvip_sip::{
-    CSeq, HeaderName, Host, Message, Method, NameAddr, Param, Scheme, Uri, Via, BRANCH_COOKIE,
+    CSeq, HeaderName, Host, Message, Method, NameAddr, Param, Scheme, Splices, Uri, Via,
+    BRANCH_COOKIE,
 };
 
 use crate::config::ProxyConfig;
@@ -31,7 +32,7 @@ use crate::io::{ConnectionId, Incoming, Origin, Transmit, Transport};
 use crate::metrics::{method_index, DropReason, Metrics};
 use crate::pages::Pages;
 use crate::timer::{Armed, TimerKind, TimerQueue, SWEEP};
-use crate::wire::{self, off, push_dec, push_header, Splices};
+use crate::wire::{self, off, push_dec, push_header};
 use crate::Event;
 
 /// The URI parameter of our Record-Route that names the dialog's Edge.
@@ -1183,8 +1184,9 @@ impl Proxy {
                 }
             }
         }
+        // A sip: Request-URI may not carry headers (RFC 3261 19.1.5).
         let ruri = match msg.request_uri() {
-            Some(Ok(u)) => u,
+            Some(Ok(u)) if !(u.headers.is_some() && u.is_sip()) => u,
             _ => {
                 self.answer(
                     msg,
@@ -1198,18 +1200,6 @@ impl Proxy {
                 return;
             }
         };
-        if ruri.headers.is_some() && ruri.is_sip() {
-            self.answer(
-                msg,
-                Some(&f),
-                peer,
-                400,
-                "Bad Request (bad Request-URI)",
-                &[],
-                false,
-            );
-            return;
-        }
         // RFC 3261 16.3: Max-Forwards, our own OPTIONS, Proxy-Require, scheme, loops.
         let mf = f.max_forwards;
         let for_us = f.to_tag.is_none()

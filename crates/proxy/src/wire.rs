@@ -6,8 +6,6 @@
 use std::io::Write as _;
 use std::net::IpAddr;
 
-use bytes::{BufMut, BytesMut};
-
 /// Offset of `sub` in `base`; `sub` must be a slice of `base`.
 pub(crate) fn off(base: &[u8], sub: &[u8]) -> usize {
     let o = (sub.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
@@ -116,71 +114,6 @@ pub(crate) fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Splice {
-    start: u32,
-    end: u32,
-    text_start: u32,
-    text_end: u32,
-}
-
-/// Edits to one message: byte ranges of it replaced by new text. Ranges
-/// never overlap; inserts at one offset keep the order they were made in.
-#[derive(Debug, Default)]
-pub(crate) struct Splices {
-    list: Vec<Splice>,
-    text: Vec<u8>,
-}
-
-impl Splices {
-    pub(crate) fn clear(&mut self) {
-        self.list.clear();
-        self.text.clear();
-    }
-
-    /// Replaces `start..end` with what `write` appends to the text buffer.
-    pub(crate) fn replace(&mut self, start: usize, end: usize, write: impl FnOnce(&mut Vec<u8>)) {
-        let text_start = self.text.len();
-        write(&mut self.text);
-        self.list.push(Splice {
-            start: start as u32,
-            end: end as u32,
-            text_start: text_start as u32,
-            text_end: self.text.len() as u32,
-        });
-    }
-
-    pub(crate) fn insert(&mut self, at: usize, write: impl FnOnce(&mut Vec<u8>)) {
-        self.replace(at, at, write);
-    }
-
-    pub(crate) fn remove(&mut self, start: usize, end: usize) {
-        self.replace(start, end, |_| {});
-    }
-
-    /// The length of `base` once edited.
-    pub(crate) fn len(&self, base: &[u8]) -> usize {
-        self.list.iter().fold(base.len(), |n, s| {
-            n + (s.text_end - s.text_start) as usize - (s.end - s.start) as usize
-        })
-    }
-
-    /// `base` edited, in a buffer of exactly its size.
-    pub(crate) fn apply(&mut self, base: &[u8]) -> bytes::Bytes {
-        // Stable: inserts at one offset stay in order.
-        self.list.sort_by_key(|s| (s.start, s.end));
-        let mut out = BytesMut::with_capacity(self.len(base));
-        let mut cursor = 0;
-        for s in &self.list {
-            out.put_slice(&base[cursor..s.start as usize]);
-            out.put_slice(&self.text[s.text_start as usize..s.text_end as usize]);
-            cursor = s.end as usize;
-        }
-        out.put_slice(&base[cursor..]);
-        out.freeze()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,17 +149,5 @@ mod tests {
         let m = b"Via: a\r\n , b\r\nTo: x\r\n\r\n";
         let (s, e) = first_value_cut(m, &m[5..6]);
         assert_eq!(&m[s..e], b"a\r\n , ");
-    }
-
-    #[test]
-    fn splices_in_order() {
-        let base = b"abcdef";
-        let mut s = Splices::default();
-        s.insert(2, |t| t.extend_from_slice(b"1"));
-        s.replace(4, 5, |t| t.extend_from_slice(b"XY"));
-        s.insert(2, |t| t.extend_from_slice(b"2"));
-        s.remove(0, 1);
-        assert_eq!(s.len(base), 8);
-        assert_eq!(&s.apply(base)[..], b"b12cdXYf");
     }
 }

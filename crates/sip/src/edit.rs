@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::net::IpAddr;
+use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -30,33 +31,100 @@ struct Splice {
     text_end: u32,
 }
 
+/// Edits to one buffer: byte ranges of it replaced by new text, kept apart
+/// from it until written out. Ranges never overlap; inserts at one offset
+/// keep the order they were made in. Cleared and reused, it allocates
+/// nothing once warm.
+#[derive(Clone, Debug, Default)]
+pub struct Splices {
+    list: Vec<Splice>,
+    text: Vec<u8>,
+}
+
+impl Splices {
+    pub fn with_capacity(splices: usize, text: usize) -> Self {
+        Splices {
+            list: Vec::with_capacity(splices),
+            text: Vec::with_capacity(text),
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.list.clear();
+        self.text.clear();
+    }
+
+    /// Replaces `start..end` with what `write` appends to the text buffer.
+    pub fn replace(&mut self, start: usize, end: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        let text_start = self.text.len();
+        write(&mut self.text);
+        self.list.push(Splice {
+            start: start as u32,
+            end: end as u32,
+            text_start: text_start as u32,
+            text_end: self.text.len() as u32,
+        });
+    }
+
+    pub fn insert(&mut self, at: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        self.replace(at, at, write);
+    }
+
+    pub fn remove(&mut self, start: usize, end: usize) {
+        self.replace(start, end, |_| {});
+    }
+
+    /// The length of a buffer of `len` bytes once edited.
+    pub fn len(&self, len: usize) -> usize {
+        self.list.iter().fold(len, |n, s| {
+            n + (s.text_end - s.text_start) as usize - (s.end - s.start) as usize
+        })
+    }
+
+    /// Writes `buf[range]` edited into `out`; offsets are into `buf`.
+    pub fn write_to(&mut self, buf: &[u8], range: Range<usize>, out: &mut BytesMut) {
+        out.reserve(self.len(range.len()));
+        self.put(buf, range, out);
+    }
+
+    /// `base` edited, in a buffer of exactly its size.
+    pub fn apply(&mut self, base: &[u8]) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.len(base.len()));
+        self.put(base, 0..base.len(), &mut out);
+        out.freeze()
+    }
+
+    fn put(&mut self, buf: &[u8], range: Range<usize>, out: &mut BytesMut) {
+        // Stable: inserts at one offset stay in order.
+        self.list.sort_by_key(|s| (s.start, s.end));
+        let mut cursor = range.start;
+        for s in &self.list {
+            out.put_slice(&buf[cursor..s.start as usize]);
+            out.put_slice(&self.text[s.text_start as usize..s.text_end as usize]);
+            cursor = s.end as usize;
+        }
+        out.put_slice(&buf[cursor..range.end]);
+    }
+}
+
 /// Edits to one message. Each operation applies to the original message;
 /// the operations a proxy combines never touch the same bytes.
 #[derive(Debug)]
 pub struct Editor<'m> {
     msg: &'m Message,
-    splices: Vec<Splice>,
-    text: Vec<u8>,
+    splices: Splices,
 }
 
 impl<'m> Editor<'m> {
     pub fn new(msg: &'m Message) -> Self {
         Editor {
             msg,
-            splices: Vec::with_capacity(4),
-            text: Vec::with_capacity(256),
+            splices: Splices::with_capacity(4, 256),
         }
     }
 
     fn splice(&mut self, start: usize, end: usize, write: impl FnOnce(&mut Vec<u8>)) {
-        let text_start = self.text.len();
-        write(&mut self.text);
-        self.splices.push(Splice {
-            start: start as u32,
-            end: end as u32,
-            text_start: text_start as u32,
-            text_end: self.text.len() as u32,
-        });
+        self.splices.replace(start, end, write);
     }
 
     fn first_line_of(&self, name: HeaderName) -> Option<usize> {
@@ -238,10 +306,7 @@ impl<'m> Editor<'m> {
 
     /// The length of the edited message.
     pub fn len(&self) -> usize {
-        let base = self.msg.as_bytes().len();
-        self.splices.iter().fold(base, |n, s| {
-            n + (s.text_end - s.text_start) as usize - (s.end - s.start) as usize
-        })
+        self.splices.len(self.msg.as_bytes().len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -250,17 +315,8 @@ impl<'m> Editor<'m> {
 
     /// Writes the edited message into `out`.
     pub fn write_to(&mut self, out: &mut BytesMut) {
-        // Stable: inserts at one position keep the order they were made in.
-        self.splices.sort_by_key(|s| (s.start, s.end));
-        out.reserve(self.len());
-        let buf = self.msg.buffer();
-        let mut cursor = self.msg.head().origin as usize;
-        for s in &self.splices {
-            out.put_slice(&buf[cursor..s.start as usize]);
-            out.put_slice(&self.text[s.text_start as usize..s.text_end as usize]);
-            cursor = s.end as usize;
-        }
-        out.put_slice(&buf[cursor..self.msg.body_span().end as usize]);
+        let range = self.msg.head().origin as usize..self.msg.body_span().end as usize;
+        self.splices.write_to(self.msg.buffer(), range, out);
     }
 
     pub fn to_bytes(mut self) -> Bytes {
@@ -273,6 +329,18 @@ impl<'m> Editor<'m> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splices_in_order() {
+        let base = b"abcdef";
+        let mut s = Splices::default();
+        s.insert(2, |t| t.extend_from_slice(b"1"));
+        s.replace(4, 5, |t| t.extend_from_slice(b"XY"));
+        s.insert(2, |t| t.extend_from_slice(b"2"));
+        s.remove(0, 1);
+        assert_eq!(s.len(base.len()), 8);
+        assert_eq!(&s.apply(base)[..], b"b12cdXYf");
+    }
 
     const REQ: &[u8] = b"INVITE sip:bob@example.com SIP/2.0\r\n\
 Via: SIP/2.0/UDP 198.51.100.2:5060;branch=z9hG4bKaaa;rport, SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKbbb\r\n\

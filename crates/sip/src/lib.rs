@@ -27,7 +27,7 @@ mod stream;
 mod uri;
 mod values;
 
-pub use edit::Editor;
+pub use edit::{Editor, Splices};
 pub use error::{Error, ErrorKind, HeaderSet};
 pub use header::HeaderName;
 pub use message::{Limits, Message};
