@@ -565,35 +565,24 @@ impl Admission {
             "# HELP trunkvip_connections_handshaking Inbound TCP/TLS connections without a SIP message yet (limits.max_handshaking; configured hosts not counted).\n\
              # TYPE trunkvip_connections_handshaking gauge\ntrunkvip_connections_handshaking {pending}\n\
              # HELP trunkvip_connections_established Inbound TCP/TLS connections counted against limits.max_connections.\n\
-             # TYPE trunkvip_connections_established gauge\ntrunkvip_connections_established {established}\n\
-             # HELP trunkvip_connections_refused_total TCP/TLS connections refused at accept, by reason.\n\
-             # TYPE trunkvip_connections_refused_total counter"
+             # TYPE trunkvip_connections_established gauge\ntrunkvip_connections_established {established}"
         );
-        for t in STREAMS {
-            for r in Refusal::ALL {
-                let _ = writeln!(
-                    out,
-                    "trunkvip_connections_refused_total{{transport=\"{t}\",reason=\"{}\"}} {}",
-                    r.name(),
-                    self.refused(t, r)
-                );
-            }
-        }
-        let _ = writeln!(
+        by_reason(
             out,
-            "# HELP trunkvip_connections_closed_total TCP/TLS connections closed by a limit, by reason.\n\
-             # TYPE trunkvip_connections_closed_total counter"
+            "trunkvip_connections_refused_total",
+            "TCP/TLS connections refused at accept, by reason.",
+            &Refusal::ALL,
+            |r| r.name(),
+            |t, r| self.refused(t, r),
         );
-        for t in STREAMS {
-            for c in Close::ALL {
-                let _ = writeln!(
-                    out,
-                    "trunkvip_connections_closed_total{{transport=\"{t}\",reason=\"{}\"}} {}",
-                    c.name(),
-                    self.closed_count(t, c)
-                );
-            }
-        }
+        by_reason(
+            out,
+            "trunkvip_connections_closed_total",
+            "TCP/TLS connections closed by a limit, by reason.",
+            &Close::ALL,
+            |c| c.name(),
+            |t, c| self.closed_count(t, c),
+        );
         let _ = writeln!(
             out,
             "# HELP trunkvip_connection_queue_dropped_total Messages not sent because their connection's queue was full (limits.max_queued_bytes).\n\
@@ -604,6 +593,29 @@ impl Admission {
                 out,
                 "trunkvip_connection_queue_dropped_total{{transport=\"{t}\"}} {}",
                 self.counters.queue_dropped[tix(t)].load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
+/// One counter family labelled by stream transport and reason.
+fn by_reason<R: Copy>(
+    out: &mut String,
+    family: &str,
+    help: &str,
+    reasons: &[R],
+    name: impl Fn(R) -> &'static str,
+    value: impl Fn(Transport, R) -> u64,
+) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} counter");
+    for t in STREAMS {
+        for &r in reasons {
+            let _ = writeln!(
+                out,
+                "{family}{{transport=\"{t}\",reason=\"{}\"}} {}",
+                name(r),
+                value(t, r)
             );
         }
     }
