@@ -160,13 +160,7 @@ fn metric(admin: SocketAddr, name: &str) -> u64 {
 fn tls_call_seen_by_sngrep_tshark_and_wireshark() {
     let dir = tempdir();
     let d = dir.path();
-    let certs = d.join("certs");
-    let out = Command::new(TRUNKVIP)
-        .args(["gen-certs", "--out"])
-        .arg(&certs)
-        .output()
-        .expect("gen-certs");
-    assert!(out.status.success(), "{out:?}");
+    let certs = gen_certs(d);
     let (p, tls_port, e1, e2, admin, front, front12, hep_port) = (
         free_port(),
         free_port(),

@@ -57,13 +57,7 @@ fn check_reports_key_and_line() {
 fn keepalive_metrics_and_signals() {
     let dir = tempdir();
     let (p, tcp_edge, admin) = (free_port(), free_port(), admin_addr());
-    let certs = dir.path().join("certs");
-    assert!(Command::new(TRUNKVIP)
-        .args(["gen-certs", "--out"])
-        .arg(&certs)
-        .status()
-        .unwrap()
-        .success());
+    let certs = gen_certs(dir.path());
     let tls = format!(
         "[tls]\ncert = {:?}\nkey = {:?}\n",
         certs.join("cert.pem"),

@@ -19,7 +19,6 @@ use std::fs::File;
 use std::io::BufReader;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,13 +57,7 @@ impl Lab {
     fn start(extra: &str) -> Lab {
         let dir = tempdir();
         let d = dir.path();
-        let out = Command::new(TRUNKVIP)
-            .args(["gen-certs", "--out"])
-            .arg(d.join("certs"))
-            .output()
-            .expect("gen-certs");
-        assert!(out.status.success(), "{out:?}");
-        let certs = d.join("certs");
+        let certs = gen_certs(d);
         let (p, tls_port, e1, admin) = (free_port(), free_port(), free_port(), admin_addr());
         let uas = sipp_uas("uas1", e1, false, d);
         let extra = format!(

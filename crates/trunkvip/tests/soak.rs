@@ -179,11 +179,7 @@ fn soak_under_hostile_traffic() {
     let (mut lab, a, b) = pair_with(|lab| {
         lab.health = DEPLOY_HEALTH;
         lab.advert = "100ms";
-        let certs = lab.path("certs");
-        run(
-            common::TRUNKVIP,
-            &["gen-certs", "--out", &certs.display().to_string()],
-        );
+        let certs = common::gen_certs(lab.dir.path());
         lab.listen.push(format!("tls:{VIP}:5061"));
         lab.extra = format!(
             "\n[tls]\ncert = \"{c}/cert.pem\"\nkey = \"{c}/key.pem\"\n",

@@ -14,13 +14,7 @@ use common::*;
 fn sipp_through_stunnel_into_tls() {
     let dir = tempdir();
     let d = dir.path();
-    let out = Command::new(TRUNKVIP)
-        .args(["gen-certs", "--out"])
-        .arg(d.join("certs"))
-        .output()
-        .expect("gen-certs");
-    assert!(out.status.success(), "{out:?}");
-    let certs = d.join("certs");
+    let certs = gen_certs(d);
 
     let (p, tls_port, e1, e2, admin, front) = (
         free_port(),

@@ -109,6 +109,19 @@ pub fn tempdir() -> tempfile::TempDir {
         .expect("temp dir")
 }
 
+/// Development certificates from `trunkvip gen-certs` in `dir/certs`
+/// (CA, server, client); returns that folder.
+pub fn gen_certs(dir: &Path) -> PathBuf {
+    let certs = dir.join("certs");
+    let out = Command::new(TRUNKVIP)
+        .args(["gen-certs", "--out"])
+        .arg(&certs)
+        .output()
+        .expect("gen-certs");
+    assert!(out.status.success(), "{out:?}");
+    certs
+}
+
 /// `trunkvip run` with this configuration text.
 pub fn trunkvip(config: &str, dir: &Path) -> Child {
     let path = dir.join("trunkvip.toml");
