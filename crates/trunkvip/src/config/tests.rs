@@ -35,22 +35,28 @@ allow = ["198.51.100.0/24"]
 listen = "127.0.0.1:9090"
 "#;
 
-/// `FULL` with the line that starts with `prefix` replaced.
-fn with_line(prefix: &str, replacement: &str) -> String {
+/// `text` with its first line that starts with `prefix` replaced; `what`
+/// names the section for the failure message.
+fn replace_line(text: &str, what: &str, prefix: &str, replacement: &str) -> String {
     let mut found = false;
-    let out: Vec<String> = FULL
+    let out: Vec<&str> = text
         .lines()
         .map(|l| {
             if !found && l.starts_with(prefix) {
                 found = true;
-                replacement.to_owned()
+                replacement
             } else {
-                l.to_owned()
+                l
             }
         })
         .collect();
-    assert!(found, "no line starts with {prefix}");
-    out.join("\n") + "\n"
+    assert!(found, "no {what}line starts with {prefix}");
+    out.join("\n")
+}
+
+/// `FULL` with the line that starts with `prefix` replaced.
+fn with_line(prefix: &str, replacement: &str) -> String {
+    replace_line(FULL, "", prefix, replacement) + "\n"
 }
 
 /// An address in the URI: found with no lookup.
@@ -394,20 +400,10 @@ track_edges_penalty = 100
 /// `FULL` and `VIP` with the line that starts with `prefix` replaced
 /// (searched in `[vip]` first).
 fn vip_with_line(prefix: &str, replacement: &str) -> String {
-    let mut found = false;
-    let vip: Vec<String> = VIP
-        .lines()
-        .map(|l| {
-            if !found && l.starts_with(prefix) {
-                found = true;
-                replacement.to_owned()
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect();
-    assert!(found, "no [vip] line starts with {prefix}");
-    format!("{FULL}{}\n", vip.join("\n"))
+    format!(
+        "{FULL}{}\n",
+        replace_line(VIP, "[vip] ", prefix, replacement)
+    )
 }
 
 #[test]
@@ -739,20 +735,10 @@ max_queued_bytes = 2097152
 /// `FULL` and `LIMITS` with the `[limits]` line that starts with
 /// `prefix` replaced.
 fn limits_with_line(prefix: &str, replacement: &str) -> String {
-    let mut found = false;
-    let limits: Vec<String> = LIMITS
-        .lines()
-        .map(|l| {
-            if !found && l.starts_with(prefix) {
-                found = true;
-                replacement.to_owned()
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect();
-    assert!(found, "no [limits] line starts with {prefix}");
-    format!("{FULL}{}\n", limits.join("\n"))
+    format!(
+        "{FULL}{}\n",
+        replace_line(LIMITS, "[limits] ", prefix, replacement)
+    )
 }
 
 #[test]
