@@ -66,29 +66,29 @@ pub(crate) struct TopVia<'m> {
 }
 
 impl<'m> TopVia<'m> {
-    pub(crate) fn new(via: Via<'m>) -> Self {
+    /// `rport` and `received` matter on requests alone (where answers go,
+    /// what a forwarded Via gets): a response's top Via is ours, read for
+    /// its branch.
+    pub(crate) fn new(via: Via<'m>, request: bool) -> Self {
         let mut t = TopVia {
             via,
-            branch: None,
+            // The parser noted the first branch: no walk for it.
+            branch: via.params.get(b"branch").flatten(),
             rport: None,
             received: None,
         };
-        let mut branch = None;
-        for p in ValidParams::new(via.params.as_bytes()) {
-            let slot = if p.name.eq_ignore_ascii_case(b"branch") {
-                &mut branch
-            } else if p.name.eq_ignore_ascii_case(b"rport") {
-                &mut t.rport
-            } else if p.name.eq_ignore_ascii_case(b"received") {
-                &mut t.received
-            } else {
-                continue;
-            };
-            if slot.is_none() {
-                *slot = Some(p);
+        if request {
+            for p in ValidParams::new(via.params.as_bytes()) {
+                let slot = match p.name.len() {
+                    5 if p.name.eq_ignore_ascii_case(b"rport") => &mut t.rport,
+                    8 if p.name.eq_ignore_ascii_case(b"received") => &mut t.received,
+                    _ => continue,
+                };
+                if slot.is_none() {
+                    *slot = Some(p);
+                }
             }
         }
-        t.branch = branch.and_then(|p: Param<'m>| p.value);
         t
     }
 
@@ -102,7 +102,9 @@ impl<'m> TopVia<'m> {
         } else {
             None
         };
-        via.or_else(|| msg.top_via().ok()).map(TopVia::new)
+        let request = msg.is_request();
+        via.or_else(|| msg.top_via().ok())
+            .map(|v| TopVia::new(v, request))
     }
 
     /// The branch carries the RFC 3261 magic cookie (and more).
@@ -822,8 +824,7 @@ impl Proxy {
         let (mut cseq_raw, mut maybe_looped) = (&b""[..], false);
         let (mut route_lines, mut route) = (0usize, &b""[..]);
         let (mut vias, mut n_vias) = ([&b""[..]; VIA_LINES], 0usize);
-        for (name, value) in msg.headers() {
-            let h = HeaderName::classify(name);
+        for (h, value) in msg.header_lines() {
             match h {
                 HeaderName::Via => {
                     maybe_looped =

@@ -472,6 +472,12 @@ impl Message {
             .map(|h| (self.at(h.name_span()), self.at(h.value)))
     }
 
+    /// Every header line as (name, value), named as the first pass
+    /// classified it: no second look at the name.
+    pub fn header_lines(&self) -> impl Iterator<Item = (HeaderName, &[u8])> + '_ {
+        self.head.headers.iter().map(|h| (h.name, self.at(h.value)))
+    }
+
     pub fn header_count(&self) -> usize {
         self.head.headers.len()
     }
