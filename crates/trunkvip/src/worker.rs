@@ -16,17 +16,21 @@
 //! to worker 0 ([`Core::report_edge_failure`]), so the Edge pool agrees
 //! everywhere.
 //!
-//! Each worker loops: wait for its inbox, its control channel or the
-//! core's next deadline (`poll_timeout`), feed the core, then send all it
-//! has to send and log its events. Time is `tokio::time::Instant` turned
+//! Each worker loops: wait for its inbox, its control channel, its own
+//! sockets (a lone worker) or the core's next deadline (`poll_timeout`),
+//! feed the core all that is ready, then send all it has to send and log
+//! its events. Time is `tokio::time::Instant` turned
 //! into `std::time::Instant`, so tests can pause the clock.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep_until, Instant, Sleep};
 use tracing::{debug, info, warn};
 use trunkvip_proxy::{Core, EdgeStatus, Event, Incoming, Transport};
 use trunkvip_sip::Message;
@@ -129,12 +133,10 @@ pub struct DirectUdp {
     pub host: Option<UdpInput>,
 }
 
-async fn recv_direct(input: &mut Option<UdpInput>) -> (Incoming, Bytes) {
-    match input {
-        Some(i) => i.recv().await,
-        None => std::future::pending().await,
-    }
-}
+/// What one worker reads from in a wake-up before it sends: enough to
+/// batch a burst, few enough that timers and the other inputs keep their
+/// turn.
+const BATCH: usize = 32;
 
 /// Runs worker `index` until its inbox closes.
 pub async fn run(
@@ -144,41 +146,41 @@ pub async fn run(
     mut direct: DirectUdp,
     transports: Arc<Transports>,
 ) {
+    // One timer for the worker's life, moved only when the core's next
+    // deadline moves: arming a new one per wake-up costs more than the
+    // wake-up's own work.
+    let mut sleep = Box::pin(sleep_until(Instant::now()));
+    let mut armed: Option<std::time::Instant> = None;
     loop {
-        let deadline = core.poll_timeout().map(Instant::from_std);
-        tokio::select! {
-            biased;
-            c = inbox.control.recv() => match c {
-                Some(c) => control(index, &mut core, c),
-                None => break,
-            },
-            (from, data) = recv_direct(&mut direct.service) => {
-                udp::log_in(&transports, &from, &data);
-                core.handle(now(), from, data);
+        let deadline = core.poll_timeout();
+        if deadline != armed {
+            if let Some(d) = deadline {
+                sleep.as_mut().reset(Instant::from_std(d));
             }
-            (from, data) = recv_direct(&mut direct.host) => {
-                udp::log_in(&transports, &from, &data);
-                core.handle(now(), from, data);
-            }
-            w = inbox.work.recv() => match w {
-                Some(w) => {
-                    work(&mut core, w);
-                    // Take what else is already waiting before sending,
-                    // a bounded batch so timers and control keep their turn.
-                    for _ in 0..32 {
-                        match inbox.work.try_recv() {
-                            Ok(w) => work(&mut core, w),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                None => break,
-            },
-            _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
+            armed = deadline;
+        }
+        let open = std::future::poll_fn(|cx| {
+            feed(
+                cx,
+                index,
+                &mut core,
+                &mut inbox,
+                &mut direct,
+                &transports,
+                armed.map(|_| sleep.as_mut()),
+            )
+        })
+        .await;
+        if !open {
+            break;
         }
         let t = now();
         if core.poll_timeout().is_some_and(|d| d <= t) {
             core.handle_timeout(t);
+        }
+        // A timer that fired is re-armed even at an unchanged deadline.
+        if armed.is_some_and(|d| d <= t) {
+            armed = None;
         }
         while let Some(t) = core.poll_transmit() {
             transports.send(t).await;
@@ -199,6 +201,59 @@ pub async fn run(
         }
     }
     debug!(worker = index, "worker stopped");
+}
+
+/// Gives the core all that is ready (control first, a bounded batch of
+/// each other input) and is ready once it gave anything or the timer is
+/// due; `Ready(false)` when the inbox closed.
+fn feed(
+    cx: &mut Context<'_>,
+    index: usize,
+    core: &mut Core,
+    inbox: &mut Inbox,
+    direct: &mut DirectUdp,
+    transports: &Transports,
+    timer: Option<Pin<&mut Sleep>>,
+) -> Poll<bool> {
+    let mut fed = false;
+    loop {
+        match inbox.control.poll_recv(cx) {
+            Poll::Ready(Some(c)) => {
+                control(index, core, c);
+                fed = true;
+            }
+            Poll::Ready(None) => return Poll::Ready(false),
+            Poll::Pending => break,
+        }
+    }
+    for input in [&mut direct.service, &mut direct.host]
+        .into_iter()
+        .flatten()
+    {
+        for _ in 0..BATCH {
+            let Poll::Ready((from, data)) = input.poll_recv(cx) else {
+                break;
+            };
+            udp::log_in(transports, &from, &data);
+            core.handle(now(), from, data);
+            fed = true;
+        }
+    }
+    for _ in 0..BATCH {
+        match inbox.work.poll_recv(cx) {
+            Poll::Ready(Some(w)) => {
+                work(core, w);
+                fed = true;
+            }
+            Poll::Ready(None) => return Poll::Ready(false),
+            Poll::Pending => break,
+        }
+    }
+    if fed || timer.is_some_and(|t| t.poll(cx).is_ready()) {
+        Poll::Ready(true)
+    } else {
+        Poll::Pending
+    }
 }
 
 fn work(core: &mut Core, w: Work) {

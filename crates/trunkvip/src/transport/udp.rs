@@ -1,13 +1,19 @@
 //! UDP: sockets made with socket2 (large buffers, IP_FREEBIND so a backup
 //! host binds the VIP before it holds it) and the receive loop.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
+use tokio::time::Sleep;
 use tracing::{debug, warn};
 use trunkvip_proxy::{Incoming, Transport};
 
@@ -69,6 +75,9 @@ pub struct UdpInput {
     pub host_side: bool,
     local: Option<SocketAddr>,
     buf: Vec<u8>,
+    /// After an unexpected receive error: a pause, so a socket that keeps
+    /// failing does not spin.
+    pause: Option<Pin<Box<Sleep>>>,
 }
 
 impl UdpInput {
@@ -79,6 +88,7 @@ impl UdpInput {
             host_side,
             local,
             buf: vec![0u8; 65536],
+            pause: None,
         }
     }
 
@@ -86,9 +96,20 @@ impl UdpInput {
     /// (a message may live as long as its transaction; a slice of a shared
     /// 64 KiB buffer would pin all of it).
     pub async fn recv(&mut self) -> (Incoming, Bytes) {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`Self::recv`] as a poll: a worker drains its sockets in one wake-up
+    /// without a future per datagram.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<(Incoming, Bytes)> {
         loop {
-            let (n, source) = match self.sock.recv_from(&mut self.buf).await {
-                Ok(r) => r,
+            if let Some(p) = self.pause.as_mut() {
+                ready!(p.as_mut().poll(cx));
+                self.pause = None;
+            }
+            let mut rb = ReadBuf::new(&mut self.buf);
+            let source = match ready!(self.sock.poll_recv_from(cx, &mut rb)) {
+                Ok(source) => source,
                 Err(e) => {
                     // ECONNREFUSED and the like, reported for an earlier send.
                     if !matches!(
@@ -96,12 +117,12 @@ impl UdpInput {
                         io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
                     ) {
                         warn!("udp receive: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        self.pause = Some(Box::pin(tokio::time::sleep(Duration::from_millis(10))));
                     }
                     continue;
                 }
             };
-            let data = &self.buf[..n];
+            let data = rb.filled();
             // RFC 5626 keep-alives and stray CRLFs carry nothing to proxy.
             if data.iter().all(|c| matches!(c, b'\r' | b'\n' | b' ')) {
                 continue;
@@ -110,7 +131,7 @@ impl UdpInput {
             if let Some(local) = self.local {
                 crate::capture::record(Transport::Udp, source, local, || data.clone());
             }
-            return (Incoming::udp(source), data);
+            return Poll::Ready((Incoming::udp(source), data));
         }
     }
 }
