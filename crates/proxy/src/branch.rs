@@ -40,20 +40,37 @@ pub(crate) fn write_stateless(out: &mut Vec<u8>, id: u32, hash: u64) {
     push_hex(out, hash);
 }
 
+/// Each byte's hex digit value, or `NOT_HEX`.
+const HEX: [u8; 256] = {
+    let mut t = [NOT_HEX; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = match c as u8 {
+            d @ b'0'..=b'9' => d - b'0',
+            d @ b'a'..=b'f' => d - b'a' + 10,
+            d @ b'A'..=b'F' => d - b'A' + 10,
+            _ => NOT_HEX,
+        };
+        c += 1;
+    }
+    t
+};
+const NOT_HEX: u8 = 0xff;
+
 /// Lower-case hex of at most 16 digits, as we write it.
 fn hex(b: &[u8]) -> Option<u64> {
     if b.is_empty() || b.len() > 16 {
         return None;
     }
-    b.iter().try_fold(0u64, |n, &c| {
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            b'A'..=b'F' => c - b'A' + 10,
-            _ => return None,
-        };
-        Some(n << 4 | u64::from(d))
-    })
+    let mut n = 0u64;
+    for &c in b {
+        let d = HEX[usize::from(c)];
+        if d == NOT_HEX {
+            return None;
+        }
+        n = n << 4 | u64::from(d);
+    }
+    Some(n)
 }
 
 pub(crate) fn parse(b: &[u8]) -> Option<Branch> {
