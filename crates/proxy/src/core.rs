@@ -223,6 +223,7 @@ impl Core {
     /// Moves health changes into the forwarder and failures into the
     /// monitor, and queues both as events for the shell.
     fn pump(&mut self) {
+        self.proxy.prune_timers();
         while let Some(ev) = self.proxy.events.pop_front() {
             if let Event::EdgeFailure { edge } = ev {
                 if self.probing {

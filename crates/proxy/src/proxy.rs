@@ -2414,6 +2414,24 @@ impl Proxy {
 
     // ----- timers -------------------------------------------------------
 
+    /// Drops cancelled entries from the front of the timer queue, so that
+    /// `poll_timeout` names a timer that will act: a transaction answered
+    /// in time leaves its failover and retransmission entries behind, and
+    /// each would otherwise wake the worker for nothing.
+    pub(crate) fn prune_timers(&mut self) {
+        while let Some((slot, ticket)) = self.timers.first() {
+            let live = slot == SWEEP
+                || self
+                    .txns
+                    .get(slot as usize)
+                    .is_some_and(|t| t.armed.holds(ticket));
+            if live {
+                break;
+            }
+            self.timers.pop_first();
+        }
+    }
+
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         while let Some((slot, ticket)) = self.timers.pop_due(now) {
             if slot == SWEEP {

@@ -49,7 +49,23 @@ impl TimerKind {
     pub(crate) fn is_server(self) -> bool {
         matches!(self, TimerKind::ServerRetransmit | TimerKind::ServerLinger)
     }
+
+    /// A timer that ends state or gives up after seconds, where a few
+    /// milliseconds late change nothing: it may wait for its neighbours.
+    fn is_lazy(self) -> bool {
+        matches!(
+            self,
+            TimerKind::Timeout
+                | TimerKind::TimerC
+                | TimerKind::ClientLinger
+                | TimerKind::ServerLinger
+        )
+    }
 }
+
+/// Lazy timers come due on this grid, so that at a steady call rate they
+/// fire together in one wake-up per step rather than one per call.
+const LAZY_GRID: u64 = 20_000_000;
 
 /// The owner of an entry that is not a transaction: the periodic sweep.
 pub(crate) const SWEEP: u32 = u32::MAX;
@@ -73,6 +89,11 @@ impl Armed {
                 self.clear(k);
             }
         }
+    }
+
+    /// Whether `ticket` is still armed here.
+    pub(crate) fn holds(&self, ticket: u32) -> bool {
+        ticket != 0 && self.tickets.contains(&ticket)
     }
 
     /// The kind `ticket` is armed for, disarmed; `None` for a stale entry.
@@ -148,6 +169,7 @@ impl Fifo {
 #[derive(Debug)]
 struct Lane {
     delay: u64,
+    lazy: bool,
     fifo: Fifo,
 }
 
@@ -162,6 +184,8 @@ pub(crate) struct TimerQueue {
     next_ticket: u32,
     /// The last `now` seen and its offset: one event arms several timers.
     clock: (Instant, u64),
+    /// `scan()`, kept up to date: pushes update it, pops scan again.
+    head: Option<(u64, Option<usize>)>,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -176,6 +200,7 @@ impl TimerQueue {
             late: BinaryHeap::new(),
             next_ticket: 0,
             clock: (epoch, 0),
+            head: None,
         }
     }
 
@@ -198,39 +223,65 @@ impl TimerQueue {
     ) {
         self.next_ticket = self.next_ticket.wrapping_add(1).max(1);
         armed.tickets[kind as usize] = self.next_ticket;
-        self.push(slot, self.next_ticket, now, delay);
+        self.push(slot, self.next_ticket, now, delay, kind.is_lazy());
     }
 
     /// An entry with no ticket to check (the sweep).
     pub(crate) fn push_sweep(&mut self, now: Instant, delay: Duration) {
-        self.push(SWEEP, 0, now, delay);
+        self.push(SWEEP, 0, now, delay, true);
     }
 
-    fn push(&mut self, slot: u32, ticket: u32, now: Instant, delay: Duration) {
+    fn push(&mut self, slot: u32, ticket: u32, now: Instant, delay: Duration, lazy: bool) {
         let delay = nanos(delay);
-        let at = self.offset(now).saturating_add(delay);
+        let mut at = self.offset(now).saturating_add(delay);
+        if lazy {
+            at = at.div_ceil(LAZY_GRID).saturating_mul(LAZY_GRID);
+        }
         let e = Entry { at, slot, ticket };
-        let lane = match self.lanes.iter().position(|l| l.delay == delay) {
+        let lane = match self
+            .lanes
+            .iter()
+            .position(|l| l.delay == delay && l.lazy == lazy)
+        {
             Some(n) => Some(n),
             None if self.lanes.len() < MAX_LANES => {
                 self.lanes.push(Lane {
                     delay,
+                    lazy,
                     fifo: Fifo::default(),
                 });
                 Some(self.lanes.len() - 1)
             }
             None => None,
         };
-        match lane {
+        let place = match lane {
             Some(n) if self.lanes[n].fifo.back().is_none_or(|b| b.at <= at) => {
-                self.lanes[n].fifo.push(e)
+                self.lanes[n].fifo.push(e);
+                Some(n)
             }
-            _ => self.late.push(Reverse(e)),
+            _ => {
+                self.late.push(Reverse(e));
+                None
+            }
+        };
+        // As `scan` would choose: the earliest, then the heap, then the
+        // first lane.
+        let rank = |p: Option<usize>| p.map_or(0, |n| n + 1);
+        if self
+            .head
+            .is_none_or(|(h, hp)| (at, rank(place)) < (h, rank(hp)))
+        {
+            self.head = Some((at, place));
         }
     }
 
     /// Where the earliest entry is: a lane, or the heap (`None`).
     fn earliest(&self) -> Option<(u64, Option<usize>)> {
+        debug_assert_eq!(self.head, self.scan());
+        self.head
+    }
+
+    fn scan(&self) -> Option<(u64, Option<usize>)> {
         let mut best = self.late.peek().map(|r| (r.0.at, None));
         for (n, l) in self.lanes.iter().enumerate() {
             if let Some(e) = l.fifo.front() {
@@ -247,6 +298,31 @@ impl TimerQueue {
             .map(|(at, _)| self.epoch + Duration::from_nanos(at))
     }
 
+    /// The earliest entry, due or not: (slot, ticket).
+    pub(crate) fn first(&self) -> Option<(u32, u32)> {
+        let (_, lane) = self.earliest()?;
+        let e = match lane {
+            Some(n) => self.lanes[n].fifo.front(),
+            None => self.late.peek().map(|r| &r.0),
+        }?;
+        Some((e.slot, e.ticket))
+    }
+
+    /// Drops the earliest entry.
+    pub(crate) fn pop_first(&mut self) {
+        if let Some((_, lane)) = self.earliest() {
+            match lane {
+                Some(n) => {
+                    self.lanes[n].fifo.pop();
+                }
+                None => {
+                    self.late.pop();
+                }
+            }
+            self.head = self.scan();
+        }
+    }
+
     /// The next entry due at `now`, if any: (slot, ticket).
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(u32, u32)> {
         let (at, lane) = self.earliest()?;
@@ -257,6 +333,7 @@ impl TimerQueue {
             Some(n) => self.lanes[n].fifo.pop(),
             None => self.late.pop().map(|r| r.0),
         }?;
+        self.head = self.scan();
         Some((e.slot, e.ticket))
     }
 
