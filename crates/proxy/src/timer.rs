@@ -168,8 +168,9 @@ impl Fifo {
 
 #[derive(Debug)]
 struct Lane {
-    delay: u64,
-    lazy: bool,
+    /// The delay in nanoseconds, shifted left, with the lazy bit: one
+    /// compare finds the lane.
+    key: u64,
     fifo: Fifo,
 }
 
@@ -238,16 +239,12 @@ impl TimerQueue {
             at = at.div_ceil(LAZY_GRID).saturating_mul(LAZY_GRID);
         }
         let e = Entry { at, slot, ticket };
-        let lane = match self
-            .lanes
-            .iter()
-            .position(|l| l.delay == delay && l.lazy == lazy)
-        {
+        let key = delay << 1 | u64::from(lazy);
+        let lane = match self.lanes.iter().position(|l| l.key == key) {
             Some(n) => Some(n),
-            None if self.lanes.len() < MAX_LANES => {
+            None if self.lanes.len() < MAX_LANES && delay < 1 << 63 => {
                 self.lanes.push(Lane {
-                    delay,
-                    lazy,
+                    key,
                     fifo: Fifo::default(),
                 });
                 Some(self.lanes.len() - 1)
