@@ -810,7 +810,8 @@ impl Proxy {
     /// The checks of RFC 3261 16.3 step 1 on the fields a proxy processes,
     /// and what routing reads: one pass over the header lines.
     fn facts<'m>(&self, msg: &'m Message, via: TopVia<'m>) -> Result<Facts<'m>, Refusal> {
-        let f = common_facts(msg, via)?;
+        let call_id = msg.call_id().map_err(refusal)?;
+        let cseq = msg.cseq().map_err(refusal)?;
         let from = msg.from().map_err(refusal)?;
         let to = msg.to().map_err(refusal)?;
         const ONCE: [HeaderName; 5] = [
@@ -851,11 +852,15 @@ impl Proxy {
         if let Some(n) = seen.iter().position(|&c| c > 1) {
             return Err(bad(&format!("more than one {}", ONCE[n])));
         }
-        if Some(f.cseq.method_raw) != msg.method_bytes() {
+        if Some(cseq.method_raw) != msg.method_bytes() {
             return Err(bad("CSeq method does not match"));
         }
         let max_forwards = msg.max_forwards().map_err(refusal)?;
+        // Built once, in place: the struct is large and each move copies it.
         Ok(Facts {
+            via,
+            call_id,
+            cseq,
             from: from.raw,
             to: to.raw,
             cseq_raw,
@@ -872,7 +877,6 @@ impl Proxy {
             },
             maybe_looped,
             via_lines: (n_vias <= VIA_LINES).then_some((vias, n_vias as u8)),
-            ..f
         })
     }
 
