@@ -252,15 +252,9 @@ fn tls_call_seen_by_sngrep_tshark_and_wireshark() {
         TcpStream::connect(("127.0.0.1", front)).is_ok()
     });
 
-    let calls = sipp_uac(front, 1, 1, true, d, Duration::from_secs(30));
-    assert!(
-        calls.exit.is_some_and(|s| s.success()) && calls.failed == 0 && calls.successful == 1,
-        "SIPp: {calls:#?}\n{}\n{}\n{}",
-        calls.log,
-        stunnel.log(),
-        proxy.log()
-    );
-    // A TLS 1.2 handshake, for a CLIENT_RANDOM line.
+    // A TLS 1.2 handshake, for a CLIENT_RANDOM line: before the call, so
+    // that the probes written after it cannot rotate the call out of the
+    // pcap before we read it, however slow the machine.
     {
         let _c = TcpStream::connect(("127.0.0.1", front12)).unwrap();
         wait_until(Duration::from_secs(10), "a TLS 1.2 key", || {
@@ -269,6 +263,15 @@ fn tls_call_seen_by_sngrep_tshark_and_wireshark() {
                 .contains("CLIENT_RANDOM ")
         });
     }
+
+    let calls = sipp_uac(front, 1, 1, true, d, Duration::from_secs(30));
+    assert!(
+        calls.exit.is_some_and(|s| s.success()) && calls.failed == 0 && calls.successful == 1,
+        "SIPp: {calls:#?}\n{}\n{}\n{}",
+        calls.log,
+        stunnel.log(),
+        proxy.log()
+    );
 
     // Let the capture thread empty its queue, then stop the readers.
     std::thread::sleep(Duration::from_millis(500));
