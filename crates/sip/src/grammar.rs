@@ -176,6 +176,12 @@ pub(crate) fn host_chars(s: &[u8]) -> (bool, bool) {
     (all & HOST != 0, all & DIGIT_OR_DOT != 0)
 }
 
+/// A Via sent-by character (`hostport_len`).
+#[inline]
+pub(crate) fn is_hostport_char(c: u8) -> bool {
+    has(c, HOSTPORT)
+}
+
 /// Length of the leading Via sent-by characters of `s`.
 #[inline]
 pub(crate) fn hostport_len(s: &[u8]) -> usize {

@@ -88,36 +88,41 @@ pub fn parse_host(s: &[u8]) -> Option<Host<'_>> {
 }
 
 /// Dotted-quad IPv4 as `Ipv4Addr::from_str` reads it: four parts of one
-/// to three digits, no leading zero, each <= 255. One pass.
+/// to three digits, no leading zero, each <= 255.
 fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+    ipv4_prefix(s).and_then(|(a, n)| (n == s.len()).then_some(a))
+}
+
+/// The dotted quad `s` starts with and its length. Part by part with at
+/// most three digits each, rather than a state machine per byte.
+#[inline]
+pub(crate) fn ipv4_prefix(s: &[u8]) -> Option<(Ipv4Addr, usize)> {
+    let digit = |i: usize| s.get(i).map(|c| c.wrapping_sub(b'0')).filter(|&d| d <= 9);
     let mut octets = [0u8; 4];
-    let mut part = 0;
-    let mut v: u16 = 0;
-    let mut digits = 0;
-    for &c in s {
-        if c == b'.' {
-            if digits == 0 || part == 3 {
+    let mut i = 0;
+    for (k, o) in octets.iter_mut().enumerate() {
+        if k > 0 {
+            if s.get(i) != Some(&b'.') {
                 return None;
             }
-            octets[part] = u8::try_from(v).ok()?;
-            part += 1;
-            v = 0;
-            digits = 0;
-        } else {
-            let d = c.wrapping_sub(b'0');
-            // A fourth digit, or a digit after a leading zero.
-            if d > 9 || digits == 3 || (digits == 1 && v == 0) {
-                return None;
-            }
-            v = v * 10 + u16::from(d);
-            digits += 1;
+            i += 1;
         }
+        let mut v = u16::from(digit(i)?);
+        i += 1;
+        // A leading 0 is the whole part: a digit after it fails below.
+        if v != 0 {
+            if let Some(d) = digit(i) {
+                v = v * 10 + u16::from(d);
+                i += 1;
+                if let Some(d) = digit(i) {
+                    v = v * 10 + u16::from(d);
+                    i += 1;
+                }
+            }
+        }
+        *o = u8::try_from(v).ok()?;
     }
-    if digits == 0 || part != 3 {
-        return None;
-    }
-    octets[3] = u8::try_from(v).ok()?;
-    Some(Ipv4Addr::from(octets))
+    Some((Ipv4Addr::from(octets), i))
 }
 
 /// Splits `host[:port]`, IPv6 references included.
@@ -490,6 +495,24 @@ mod tests {
             "10.0.0.255",
         ] {
             assert_eq!(parse_ipv4(s.as_bytes()), s.parse::<Ipv4Addr>().ok(), "{s}");
+        }
+    }
+
+    #[test]
+    fn ipv4_every_short_string() {
+        // Every string of up to 8 bytes over digits, dots and a letter.
+        let alphabet = b"0125.9a";
+        let mut s = Vec::new();
+        for len in 0..=8u32 {
+            for mut k in 0..alphabet.len().pow(len) {
+                s.clear();
+                for _ in 0..len {
+                    s.push(alphabet[k % alphabet.len()]);
+                    k /= alphabet.len();
+                }
+                let text = std::str::from_utf8(&s).unwrap();
+                assert_eq!(parse_ipv4(&s), text.parse::<Ipv4Addr>().ok(), "{text}");
+            }
         }
     }
 

@@ -4,12 +4,12 @@
 use memchr::memchr;
 
 use crate::grammar::{
-    any_ws, hostport_len, is_token, is_ws, lws, parse_decimal, quoted_string, token_len, trim,
-    ws_len,
+    any_ws, hostport_len, is_hostport_char, is_token, is_ws, lws, parse_decimal, quoted_string,
+    token_len, trim, ws_len,
 };
 use crate::method::Method;
 use crate::params::{ParamKind, Params};
-use crate::uri::{split_hostport, Host, Uri, UriError};
+use crate::uri::{ipv4_prefix, split_hostport, Host, Uri, UriError};
 
 /// The cookie that marks an RFC 3261 branch.
 pub const BRANCH_COOKIE: &[u8] = b"z9hG4bK";
@@ -65,13 +65,19 @@ impl<'a> Via<'a> {
             return None;
         }
         let at = at + ws;
-        let n = hostport_len(&raw[at..]);
-        if n == 0 {
-            return None;
-        }
-        // LWS may also surround the colon of sent-by; it is rare enough to
-        // allow only the compact form plus an optional port after spaces.
-        let (host, port) = split_hostport(&raw[at..at + n])?;
+        let (host, port, n) = match sent_by_v4(&raw[at..]) {
+            Some(v4) => v4,
+            None => {
+                let n = hostport_len(&raw[at..]);
+                if n == 0 {
+                    return None;
+                }
+                // LWS may also surround the colon of sent-by; it is rare
+                // enough to allow only the compact form.
+                let (host, port) = split_hostport(&raw[at..at + n])?;
+                (host, port, n)
+            }
+        };
         let sent_by = &raw[at..at + n];
         let (rest, params) = Params::parse(&raw[at + n..], ParamKind::Header)?;
         let via = Via {
@@ -115,6 +121,28 @@ impl<'a> Via<'a> {
     pub fn is_transport(&self, t: &str) -> bool {
         self.transport.eq_ignore_ascii_case(t.as_bytes())
     }
+}
+
+/// An IPv4 sent-by with an optional port, in one pass: what the general
+/// path (`hostport_len`, then `split_hostport`) finds for it, with its
+/// length. `None` sends any other form, and any doubt, to that path.
+#[inline]
+fn sent_by_v4(s: &[u8]) -> Option<(Host<'_>, Option<u16>, usize)> {
+    let (a, mut n) = ipv4_prefix(s)?;
+    let mut port = None;
+    if s.get(n) == Some(&b':') {
+        let digits = s[n + 1..]
+            .iter()
+            .position(|c| !c.is_ascii_digit())
+            .unwrap_or(s.len() - n - 1);
+        port = Some(parse_decimal(&s[n + 1..n + 1 + digits], 65535)? as u16);
+        n += 1 + digits;
+    }
+    // The sent-by must end here, as `hostport_len` would see it.
+    if s.get(n).is_some_and(|&c| is_hostport_char(c)) {
+        return None;
+    }
+    Some((Host::V4(a), port, n))
 }
 
 /// A name-addr or addr-spec with its header parameters.
@@ -271,6 +299,47 @@ mod tests {
         assert!(v.has_rfc3261_branch());
         assert!(Via::parse(b"SIP/2.0/UDP 192.0.2.15;;,;,,").is_none());
         assert!(Via::parse(b"SIP/2.0/UDP").is_none());
+    }
+
+    #[test]
+    fn v4_sent_by_as_the_general_path_reads_it() {
+        for sent_by in [
+            "192.0.2.1",
+            "192.0.2.1:5060",
+            "192.0.2.1:05060",
+            "192.0.2.1:65535",
+            "192.0.2.1:65536",
+            "192.0.2.1:",
+            "192.0.2.1:5060:1",
+            "192.0.2.1:50a",
+            "192.0.2.1.5",
+            "192.0.2.1a",
+            "192.0.2.01",
+            "192.0.2.256",
+            "192.0.2",
+            "1.2.3.4:99999999999999999999999",
+        ] {
+            for after in ["", ";branch=z9hG4bK1", " ;rport", ",x"] {
+                let v = format!("SIP/2.0/UDP {sent_by}{after}");
+                fn general(s: &[u8]) -> Option<(Host<'_>, Option<u16>, usize)> {
+                    let n = hostport_len(s);
+                    (n > 0)
+                        .then(|| split_hostport(&s[..n]).map(|(h, p)| (h, p, n)))
+                        .flatten()
+                }
+                let s = &v.as_bytes()[12..];
+                let fast = sent_by_v4(s);
+                if fast.is_some() {
+                    assert_eq!(fast, general(s), "{v}");
+                }
+                let via = Via::parse_prefix(v.as_bytes());
+                assert_eq!(
+                    via.map(|(v, _)| (v.host, v.port, v.sent_by)),
+                    general(s).map(|(h, p, n)| (h, p, &s[..n])),
+                    "{v}"
+                );
+            }
+        }
     }
 
     #[test]
