@@ -8,7 +8,7 @@ use crate::error::{Error, ErrorKind, HeaderSet};
 use crate::grammar::{
     any_ws, is_token, is_ws, offset_in, parse_decimal, token_len, trim_end, ws_len, CommaSplit,
 };
-use crate::header::{known_at, HeaderName};
+use crate::header::{known_at, name_before_colon, HeaderName};
 use crate::method::Method;
 use crate::uri::{Scheme, Uri};
 use crate::values::{CSeq, NameAddr, Via};
@@ -280,26 +280,34 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits, head: &mut Head) -> Result
             );
         }
         let line = &buf[line_start..end];
-        // Known names are matched in the line's first 16 bytes at once;
-        // the others are scanned (the match implies what the scan checks).
-        let known = buf
+        // Names are matched in the line's first 16 bytes at once: first
+        // up to a colon found there, else known names followed by white
+        // space; the others are scanned (a match implies what the scan
+        // checks).
+        let first16: Option<&[u8; 16]> = buf
             .get(line_start..line_start + 16)
-            .and_then(|w| known_at(w.try_into().expect("16 bytes")));
-        let (name, name_len) = match known {
-            Some(k) => k,
+            .map(|w| w.try_into().expect("16 bytes"));
+        let (name, name_len, colon) = match first16.and_then(|w| name_before_colon(w, line.len())) {
+            Some((name, n)) => (name, n, n),
             None => {
-                let n = token_len(line);
-                (HeaderName::classify(&line[..n]), n)
+                let (name, name_len) = match first16.and_then(known_at) {
+                    Some(k) => k,
+                    None => {
+                        let n = token_len(line);
+                        (HeaderName::classify(&line[..n]), n)
+                    }
+                };
+                let colon = name_len
+                    + line[name_len..]
+                        .iter()
+                        .take_while(|&&c| matches!(c, b' ' | b'\t'))
+                        .count();
+                if name_len == 0 || line.get(colon) != Some(&b':') {
+                    return err(ErrorKind::BadHeaderLine, line_start);
+                }
+                (name, name_len, colon)
             }
         };
-        let colon = name_len
-            + line[name_len..]
-                .iter()
-                .take_while(|&&c| matches!(c, b' ' | b'\t'))
-                .count();
-        if name_len == 0 || line.get(colon) != Some(&b':') {
-            return err(ErrorKind::BadHeaderLine, line_start);
-        }
         let vstart = colon + 1 + ws_len(&line[colon + 1..]);
         let value = trim_end(&line[vstart..]);
         if name == HeaderName::ContentLength {
