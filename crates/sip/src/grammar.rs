@@ -97,6 +97,18 @@ fn has(c: u8, class: u16) -> bool {
     CLASS[c as usize] & class != 0
 }
 
+/// `memchr` for the short searches of the parser. SSE2 is part of
+/// x86_64, so its searcher inlines here, where `memchr` dispatches at run
+/// time through a function pointer: most of the cost of a short search.
+#[inline(always)]
+pub(crate) fn find_byte(needle: u8, haystack: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(one) = memchr::arch::x86_64::sse2::memchr::One::new(needle) {
+        return one.find(haystack);
+    }
+    memchr::memchr(needle, haystack)
+}
+
 /// The length of the prefix of `s` whose bytes are all in `class`.
 #[inline]
 fn run_of(s: &[u8], class: u16) -> usize {

@@ -6,7 +6,8 @@ use memchr::{memchr, memchr3, memrchr};
 
 use crate::error::{Error, ErrorKind, HeaderSet};
 use crate::grammar::{
-    any_ws, is_token, is_ws, offset_in, parse_decimal, token_len, trim_end, ws_len, CommaSplit,
+    any_ws, find_byte, is_token, is_ws, offset_in, parse_decimal, token_len, trim_end, ws_len,
+    CommaSplit,
 };
 use crate::header::{known_at, name_before_colon, HeaderName};
 use crate::method::Method;
@@ -212,7 +213,8 @@ fn parse_start_line(buf: &[u8], origin: usize, eol: usize) -> Result<StartLine, 
 /// Where the CRLF ending the line that starts at `from` is.
 #[inline]
 fn line_end(buf: &[u8], from: usize) -> Result<usize, Error> {
-    let nl = memchr(b'\n', &buf[from..]).ok_or(Error::new(ErrorKind::Truncated, buf.len()))? + from;
+    let nl =
+        find_byte(b'\n', &buf[from..]).ok_or(Error::new(ErrorKind::Truncated, buf.len()))? + from;
     if nl == 0 || buf[nl - 1] != b'\r' {
         return err(ErrorKind::BadHeaderLine, nl);
     }
