@@ -3,7 +3,6 @@
 //! Inside a header value the first pass already joined folded lines, so a
 //! CR or LF seen here is always part of linear white space.
 
-use memchr::memchr2;
 use nom::error::{Error as NomError, ErrorKind as NomKind};
 use nom::IResult;
 
@@ -107,6 +106,36 @@ pub(crate) fn find_byte(needle: u8, haystack: &[u8]) -> Option<usize> {
         return one.find(haystack);
     }
     memchr::memchr(needle, haystack)
+}
+
+/// `find_byte` for the last occurrence.
+#[inline(always)]
+pub(crate) fn rfind_byte(needle: u8, haystack: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(one) = memchr::arch::x86_64::sse2::memchr::One::new(needle) {
+        return one.rfind(haystack);
+    }
+    memchr::memrchr(needle, haystack)
+}
+
+/// `find_byte` for either of two bytes.
+#[inline(always)]
+pub(crate) fn find_byte2(a: u8, b: u8, haystack: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(two) = memchr::arch::x86_64::sse2::memchr::Two::new(a, b) {
+        return two.find(haystack);
+    }
+    memchr::memchr2(a, b, haystack)
+}
+
+/// `find_byte` for any of three bytes.
+#[inline(always)]
+pub(crate) fn find_byte3(a: u8, b: u8, c: u8, haystack: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(three) = memchr::arch::x86_64::sse2::memchr::Three::new(a, b, c) {
+        return three.find(haystack);
+    }
+    memchr::memchr3(a, b, c, haystack)
 }
 
 /// The length of the prefix of `s` whose bytes are all in `class`.
@@ -282,7 +311,7 @@ pub(crate) fn quoted_len(i: &[u8]) -> Option<usize> {
     }
     let mut n = 1;
     loop {
-        n += memchr2(b'"', b'\\', &i[n..])?;
+        n += find_byte2(b'"', b'\\', &i[n..])?;
         if i[n] == b'"' {
             return Some(n + 1);
         }

@@ -2,12 +2,11 @@
 //! header boundaries and body, and typed accessors that parse on demand.
 
 use bytes::Bytes;
-use memchr::{memchr, memchr3, memrchr};
 
 use crate::error::{Error, ErrorKind, HeaderSet};
 use crate::grammar::{
-    any_ws, find_byte, is_token, is_ws, offset_in, parse_decimal, token_len, trim_end, ws_len,
-    CommaSplit,
+    any_ws, find_byte, find_byte3, is_token, is_ws, offset_in, parse_decimal, rfind_byte,
+    token_len, trim_end, ws_len, CommaSplit,
 };
 use crate::header::{known_at, name_before_colon, HeaderName};
 use crate::method::Method;
@@ -168,7 +167,7 @@ fn check_version(v: &[u8], offset: usize) -> Result<(), Error> {
 fn parse_start_line(buf: &[u8], origin: usize, eol: usize) -> Result<StartLine, Error> {
     let line = &buf[origin..eol];
     if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
-        let sp = memchr(b' ', line).ok_or(Error::new(ErrorKind::BadStartLine, origin))?;
+        let sp = find_byte(b' ', line).ok_or(Error::new(ErrorKind::BadStartLine, origin))?;
         check_version(&line[..sp], origin)?;
         let rest = &line[sp + 1..];
         let code_off = origin + sp + 1;
@@ -191,7 +190,7 @@ fn parse_start_line(buf: &[u8], origin: usize, eol: usize) -> Result<StartLine, 
     if m_end == 0 || line.get(m_end) != Some(&b' ') {
         return Err(bad());
     }
-    let last_sp = memrchr(b' ', line).ok_or_else(bad)?;
+    let last_sp = rfind_byte(b' ', line).ok_or_else(bad)?;
     if last_sp <= m_end + 1 || last_sp + 1 == line.len() {
         return Err(bad());
     }
@@ -199,7 +198,7 @@ fn parse_start_line(buf: &[u8], origin: usize, eol: usize) -> Result<StartLine, 
     // Exactly one SP between elements: any other white space in the
     // Request-URI is an error (RFC 4475 lwsruri, lwsstart, trws). The line
     // holds no LF.
-    if memchr3(b' ', b'\t', b'\r', uri).is_some() {
+    if find_byte3(b' ', b'\t', b'\r', uri).is_some() {
         return err(ErrorKind::BadRequestUri, origin + m_end + 1);
     }
     check_version(&line[last_sp + 1..], origin + last_sp + 1)?;

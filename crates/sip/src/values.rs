@@ -1,11 +1,9 @@
 //! Typed header values: Via, name-addr (From, To, Contact, Route,
 //! Record-Route), CSeq. Each is a set of views into the message.
 
-use memchr::memchr;
-
 use crate::grammar::{
-    any_ws, hostport_len, is_hostport_char, is_token, is_ws, lws, parse_decimal, quoted_string,
-    token_len, trim, ws_len,
+    any_ws, find_byte, hostport_len, is_hostport_char, is_token, is_ws, lws, parse_decimal,
+    quoted_string, token_len, trim, ws_len,
 };
 use crate::method::Method;
 use crate::params::{ParamKind, Params};
@@ -186,7 +184,7 @@ impl<'a> NameAddr<'a> {
         };
         let (uri, bracketed, rest) = if let Some(inner) = after_display.strip_prefix(b"<") {
             // Up to the first `>`, with no white space on the way.
-            let gt = memchr(b'>', inner)?;
+            let gt = find_byte(b'>', inner)?;
             if gt == 0 || any_ws(&inner[..gt]) {
                 return None;
             }
