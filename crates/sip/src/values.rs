@@ -37,7 +37,9 @@ impl<'a> Via<'a> {
     }
 
     /// Parses a Via value at the start of `raw` and returns it (its `raw`
-    /// up to the end of its parameters) with what follows.
+    /// up to the end of its parameters) with what follows. Inlined: the
+    /// value is large, and `parse` would otherwise copy it once more.
+    #[inline(always)]
     pub(crate) fn parse_prefix(raw: &'a [u8]) -> Option<(Via<'a>, &'a [u8])> {
         // sent-protocol = name SLASH version SLASH transport, where SLASH
         // is "/" with optional LWS around it.
