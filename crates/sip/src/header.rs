@@ -186,6 +186,27 @@ fn known_of_len(w: u128, first: u8, len: usize) -> Option<HeaderName> {
     }
 }
 
+/// `name` (1 to 16 bytes) as a little-endian word, zero above it. Two
+/// overlapping loads instead of a copy into a zeroed array, which is a
+/// call to memcpy for a length known only at run time.
+#[inline]
+fn load_le(name: &[u8]) -> u128 {
+    let n = name.len();
+    debug_assert!((1..=16).contains(&n));
+    if n >= 8 {
+        let lo = u64::from_le_bytes(name[..8].try_into().expect("8 bytes"));
+        let hi = u64::from_le_bytes(name[n - 8..].try_into().expect("8 bytes"));
+        u128::from(lo) | u128::from(hi) << (8 * (n - 8))
+    } else if n >= 4 {
+        let lo = u32::from_le_bytes(name[..4].try_into().expect("4 bytes"));
+        let hi = u32::from_le_bytes(name[n - 4..].try_into().expect("4 bytes"));
+        u128::from(lo) | u128::from(hi) << (8 * (n - 4))
+    } else {
+        let (a, b, c) = (name[0], name[n / 2], name[n - 1]);
+        u128::from(a) | u128::from(b) << (8 * (n / 2)) | u128::from(c) << (8 * (n - 1))
+    }
+}
+
 /// The first `:` among the 16 bytes of `w`, as a byte index.
 #[inline]
 fn first_colon(w: u128) -> Option<usize> {
@@ -230,13 +251,18 @@ impl HeaderName {
     /// The number of variants, `Other` included.
     pub(crate) const COUNT: usize = HeaderName::Other as usize + 1;
 
+    /// `classify` kept out of line, for the first pass's rare path.
+    #[inline(never)]
+    pub(crate) fn classify_outlined(name: &[u8]) -> HeaderName {
+        Self::classify(name)
+    }
+
+    #[inline]
     pub fn classify(name: &[u8]) -> HeaderName {
         if name.is_empty() || name.len() > MAX_KNOWN_LEN {
             return HeaderName::Other;
         }
-        let mut b = [0u8; 16];
-        b[..name.len()].copy_from_slice(name);
-        known_of_len(u128::from_le_bytes(b), name[0], name.len()).unwrap_or(HeaderName::Other)
+        known_of_len(load_le(name), name[0], name.len()).unwrap_or(HeaderName::Other)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -383,6 +409,16 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn load_le_is_the_padded_word() {
+        let text = b"ABCDEFGHIJKLMNOP";
+        for n in 1..=16 {
+            let mut b = [0u8; 16];
+            b[..n].copy_from_slice(&text[..n]);
+            assert_eq!(load_le(&text[..n]), u128::from_le_bytes(b), "{n}");
         }
     }
 

@@ -295,7 +295,7 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits, head: &mut Head) -> Result
                     Some(k) => k,
                     None => {
                         let n = token_len(line);
-                        (HeaderName::classify(&line[..n]), n)
+                        (HeaderName::classify_outlined(&line[..n]), n)
                     }
                 };
                 let colon = name_len
