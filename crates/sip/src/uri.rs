@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::grammar::{
-    host_chars, is_password_char, is_uri_header_char, is_user_char, parse_decimal,
+    find_byte, host_chars, is_password_char, is_uri_header_char, is_user_char, parse_decimal,
 };
 use crate::params::{ParamKind, Params};
 
@@ -125,6 +125,24 @@ pub(crate) fn ipv4_prefix(s: &[u8]) -> Option<(Ipv4Addr, usize)> {
     Some((Ipv4Addr::from(octets), i))
 }
 
+/// An IPv4 address with an optional `:port` at the start of `s`, and
+/// its length; the caller checks what follows. `None` when there is no
+/// such prefix or the port is not a valid one.
+#[inline]
+pub(crate) fn v4_hostport(s: &[u8]) -> Option<(Ipv4Addr, Option<u16>, usize)> {
+    let (a, mut n) = ipv4_prefix(s)?;
+    let mut port = None;
+    if s.get(n) == Some(&b':') {
+        let digits = s[n + 1..]
+            .iter()
+            .position(|c| !c.is_ascii_digit())
+            .unwrap_or(s.len() - n - 1);
+        port = Some(parse_decimal(&s[n + 1..n + 1 + digits], 65535)? as u16);
+        n += 1 + digits;
+    }
+    Some((a, port, n))
+}
+
 /// Splits `host[:port]`, IPv6 references included.
 pub(crate) fn split_hostport(s: &[u8]) -> Option<(Host<'_>, Option<u16>)> {
     let (host, port) = if s.first() == Some(&b'[') {
@@ -230,7 +248,7 @@ impl<'a> Uri<'a> {
     fn parse_sip(raw: &'a [u8], scheme: Scheme, rest: &'a [u8]) -> Result<Uri<'a>, UriError> {
         // `@` cannot appear unescaped after the userinfo, so the first one
         // ends it even when the user part holds `;`, `?` or `:`.
-        let (user, password, hostpart) = match rest.iter().position(|&c| c == b'@') {
+        let (user, password, hostpart) = match find_byte(b'@', rest) {
             Some(at) => {
                 let info = &rest[..at];
                 // One pass: user characters up to a `:`, password ones after.
@@ -265,20 +283,14 @@ impl<'a> Uri<'a> {
             }
             None => (None, None, rest),
         };
-        let end_of_hostport = if hostpart.first() == Some(&b'[') {
-            let close = hostpart.iter().position(|&c| c == b']').ok_or(UriError)?;
-            close
-                + hostpart[close..]
-                    .iter()
-                    .position(|&c| c == b';' || c == b'?')
-                    .unwrap_or(hostpart.len() - close)
-        } else {
-            hostpart
-                .iter()
-                .position(|&c| c == b';' || c == b'?')
-                .unwrap_or(hostpart.len())
+        // An IPv4 host first, in one pass: the general path below finds
+        // the same when a `;`, a `?` or the end follows it.
+        let v4 = v4_hostport(hostpart)
+            .filter(|&(_, _, n)| matches!(hostpart.get(n), None | Some(b';') | Some(b'?')));
+        let (host, port, end_of_hostport) = match v4 {
+            Some((a, port, n)) => (Host::V4(a), port, n),
+            None => Self::hostport(hostpart)?,
         };
-        let (host, port) = split_hostport(&hostpart[..end_of_hostport]).ok_or(UriError)?;
         let (after, params) =
             Params::parse(&hostpart[end_of_hostport..], ParamKind::Uri).ok_or(UriError)?;
         check_escapes(params.as_bytes())?;
@@ -307,6 +319,26 @@ impl<'a> Uri<'a> {
             params,
             headers,
         })
+    }
+
+    /// The host and port at the start of `hostpart` (up to the first `;`
+    /// or `?` after any IPv6 reference) and where they end.
+    fn hostport(hostpart: &'a [u8]) -> Result<(Host<'a>, Option<u16>, usize), UriError> {
+        let end_of_hostport = if hostpart.first() == Some(&b'[') {
+            let close = hostpart.iter().position(|&c| c == b']').ok_or(UriError)?;
+            close
+                + hostpart[close..]
+                    .iter()
+                    .position(|&c| c == b';' || c == b'?')
+                    .unwrap_or(hostpart.len() - close)
+        } else {
+            hostpart
+                .iter()
+                .position(|&c| c == b';' || c == b'?')
+                .unwrap_or(hostpart.len())
+        };
+        let (host, port) = split_hostport(&hostpart[..end_of_hostport]).ok_or(UriError)?;
+        Ok((host, port, end_of_hostport))
     }
 
     pub fn is_sip(&self) -> bool {
@@ -512,6 +544,46 @@ mod tests {
                 }
                 let text = std::str::from_utf8(&s).unwrap();
                 assert_eq!(parse_ipv4(&s), text.parse::<Ipv4Addr>().ok(), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn v4_hostport_as_the_general_path_reads_it() {
+        for host in [
+            "192.0.2.1",
+            "192.0.2.1:5060",
+            "192.0.2.1:05060",
+            "192.0.2.1:65536",
+            "192.0.2.1:",
+            "192.0.2.1:5060:1",
+            "192.0.2.1:50a",
+            "192.0.2.1.5",
+            "192.0.2.1a",
+            "192.0.2.01",
+            "192.0.2",
+        ] {
+            for after in ["", ";lr", "?x=1", ";transport=tcp?h=v", ":", "@x", " "] {
+                let hostpart = format!("{host}{after}");
+                let h = hostpart.as_bytes();
+                let fast = v4_hostport(h)
+                    .filter(|&(_, _, n)| matches!(h.get(n), None | Some(b';') | Some(b'?')));
+                if let Some((a, port, n)) = fast {
+                    assert_eq!(Uri::hostport(h), Ok((Host::V4(a), port, n)), "{hostpart}");
+                }
+                let uri = format!("sip:u@{hostpart}");
+                let general = Uri::hostport(h).and_then(|(host, port, n)| {
+                    let (after, _) = Params::parse(&h[n..], ParamKind::Uri).ok_or(UriError)?;
+                    Ok((host, port, after))
+                });
+                let parsed = Uri::parse(uri.as_bytes());
+                match (general, parsed) {
+                    (Err(_), parsed) => assert!(parsed.is_err(), "{uri}"),
+                    (Ok((host, port, _)), Ok(u)) => {
+                        assert_eq!((u.host, u.port), (Some(host), port), "{uri}")
+                    }
+                    (Ok(_), Err(_)) => {}
+                }
             }
         }
     }

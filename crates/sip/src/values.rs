@@ -7,7 +7,7 @@ use crate::grammar::{
 };
 use crate::method::Method;
 use crate::params::{ParamKind, Params};
-use crate::uri::{ipv4_prefix, split_hostport, Host, Uri, UriError};
+use crate::uri::{split_hostport, v4_hostport, Host, Uri, UriError};
 
 /// The cookie that marks an RFC 3261 branch.
 pub const BRANCH_COOKIE: &[u8] = b"z9hG4bK";
@@ -128,16 +128,7 @@ impl<'a> Via<'a> {
 /// length. `None` sends any other form, and any doubt, to that path.
 #[inline]
 fn sent_by_v4(s: &[u8]) -> Option<(Host<'_>, Option<u16>, usize)> {
-    let (a, mut n) = ipv4_prefix(s)?;
-    let mut port = None;
-    if s.get(n) == Some(&b':') {
-        let digits = s[n + 1..]
-            .iter()
-            .position(|c| !c.is_ascii_digit())
-            .unwrap_or(s.len() - n - 1);
-        port = Some(parse_decimal(&s[n + 1..n + 1 + digits], 65535)? as u16);
-        n += 1 + digits;
-    }
+    let (a, port, n) = v4_hostport(s)?;
     // The sent-by must end here, as `hostport_len` would see it.
     if s.get(n).is_some_and(|&c| is_hostport_char(c)) {
         return None;
