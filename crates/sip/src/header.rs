@@ -207,13 +207,13 @@ fn load_le(name: &[u8]) -> u128 {
     }
 }
 
-/// The first `:` among the 16 bytes of `w`, as a byte index.
+/// The first `:` among the 8 bytes of `w`, as a byte index.
 #[inline]
-fn first_colon(w: u128) -> Option<usize> {
-    const LO: u128 = 0x0101_0101_0101_0101_0101_0101_0101_0101;
-    let x = w ^ (LO * u128::from(b':'));
+fn colon_in(w: u64) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    let x = w ^ (LO * u64::from(b':'));
     // The lowest flagged byte is the first zero byte of `x` (bytes above
-    // it may be flagged falsely, never below).
+    // it may be flagged falsely, never below, and none without a zero).
     let z = x.wrapping_sub(LO) & !x & (LO << 7);
     (z != 0).then(|| (z.trailing_zeros() / 8) as usize)
 }
@@ -224,9 +224,18 @@ fn first_colon(w: u128) -> Option<usize> {
 /// the general scan, which then finds the same for such lines.
 #[inline]
 pub(crate) fn name_before_colon(line: &[u8; 16], line_len: usize) -> Option<(HeaderName, usize)> {
-    let w = u128::from_le_bytes(*line);
-    let k = first_colon(w).filter(|&k| k > 0 && k < line_len)?;
-    if let Some(name) = known_of_len(w, line[0], k) {
+    // Two words: most names end in the first.
+    let lo = u64::from_le_bytes(*line.first_chunk::<8>().expect("8 bytes"));
+    let hi = u64::from_le_bytes(*line.last_chunk::<8>().expect("8 bytes"));
+    let k = match colon_in(lo) {
+        Some(k) => k,
+        None => 8 + colon_in(hi)?,
+    };
+    if k == 0 || k >= line_len {
+        return None;
+    }
+    let w = u128::from(lo) | u128::from(hi) << 64;
+    if let Some(name) = known_of_len(w, lo as u8, k) {
         return Some((name, k));
     }
     // Any other token: no known name has this length and first letter.
