@@ -329,6 +329,18 @@ pub(crate) fn parse_decimal(s: &[u8], max: u64) -> Option<u64> {
     if s.is_empty() || s.len() > 20 {
         return None;
     }
+    if s.len() < 20 {
+        // Below 10^19 < 2^64: no overflow to check per digit.
+        let mut v: u64 = 0;
+        for &c in s {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            v = v * 10 + u64::from(d);
+        }
+        return (v <= max).then_some(v);
+    }
     let mut v: u64 = 0;
     for &c in s {
         if !c.is_ascii_digit() {
@@ -461,6 +473,19 @@ mod tests {
         assert_eq!(parse_decimal(b"36893488147419103232", u64::MAX), None);
         assert_eq!(parse_decimal(b"-1", 10), None);
         assert_eq!(parse_decimal(b"", 10), None);
+        assert_eq!(
+            parse_decimal(b"9999999999999999999", u64::MAX),
+            Some(9999999999999999999)
+        );
+        assert_eq!(
+            parse_decimal(b"18446744073709551615", u64::MAX),
+            Some(u64::MAX)
+        );
+        assert_eq!(parse_decimal(b"18446744073709551616", u64::MAX), None);
+        assert_eq!(parse_decimal(b"000000000000000000001", u64::MAX), None);
+        assert_eq!(parse_decimal(b"00000000000000000001", 1), Some(1));
+        assert_eq!(parse_decimal(b"12a", 1000), None);
+        assert_eq!(parse_decimal(b"65536", 65535), None);
     }
 
     #[test]

@@ -146,12 +146,27 @@ pub(crate) fn v4_hostport(s: &[u8]) -> Option<(Ipv4Addr, Option<u16>, usize)> {
     let (a, mut n) = ipv4_prefix(s)?;
     let mut port = None;
     if s.get(n) == Some(&b':') {
-        let digits = s[n + 1..]
-            .iter()
-            .position(|c| !c.is_ascii_digit())
-            .unwrap_or(s.len() - n - 1);
-        port = Some(parse_decimal(&s[n + 1..n + 1 + digits], 65535)? as u16);
-        n += 1 + digits;
+        // The digits in one pass, as `parse_decimal(digits, 65535)` reads
+        // them: at least one, at most 20, no more than 65535.
+        let digits = &s[n + 1..];
+        let mut v: u32 = 0;
+        let mut d = 0;
+        while let Some(x) = digits
+            .get(d)
+            .map(|c| c.wrapping_sub(b'0'))
+            .filter(|&x| x <= 9)
+        {
+            v = v * 10 + u32::from(x);
+            if v > 65535 || d == 20 {
+                return None;
+            }
+            d += 1;
+        }
+        if d == 0 {
+            return None;
+        }
+        port = Some(v as u16);
+        n += 1 + d;
     }
     Some((a, port, n))
 }
