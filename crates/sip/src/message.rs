@@ -309,7 +309,13 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits, head: &mut Head) -> Result
                 (name, name_len, colon)
             }
         };
-        let vstart = colon + 1 + ws_len(&line[colon + 1..]);
+        let after = &line[colon + 1..];
+        // Nearly always one space, then the value.
+        let lead = match after {
+            [b' ', c, ..] if !is_ws(*c) => 1,
+            _ => ws_len(after),
+        };
+        let vstart = colon + 1 + lead;
         let value = trim_end(&line[vstart..]);
         if name == HeaderName::ContentLength {
             if content_length.is_some() {
