@@ -316,7 +316,11 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits, head: &mut Head) -> Result
             _ => ws_len(after),
         };
         let vstart = colon + 1 + lead;
-        let value = trim_end(&line[vstart..]);
+        let value = &line[vstart..];
+        let value = match value.last() {
+            Some(&c) if !is_ws(c) => value,
+            _ => trim_end(value),
+        };
         if name == HeaderName::ContentLength {
             if content_length.is_some() {
                 return err(ErrorKind::Duplicate(name), line_start);
