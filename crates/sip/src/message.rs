@@ -261,15 +261,18 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits, head: &mut Head) -> Result
         }
         let line_start = pos;
         let mut end = line_end(buf, pos)?;
-        // A CRLF followed by SP or HT folds the line.
-        loop {
-            match buf.get(end + 2) {
-                Some(b' ') | Some(b'\t') => end = line_end(buf, end + 2)?,
-                Some(_) => break,
-                None => return err(ErrorKind::Truncated, buf.len()),
-            }
-            if end - line_start > limits.max_line_length {
-                break;
+        // A CRLF followed by SP or HT folds the line (rare: tested once
+        // before the loop that follows folds).
+        if let Some(b' ') | Some(b'\t') | None = buf.get(end + 2) {
+            loop {
+                match buf.get(end + 2) {
+                    Some(b' ') | Some(b'\t') => end = line_end(buf, end + 2)?,
+                    Some(_) => break,
+                    None => return err(ErrorKind::Truncated, buf.len()),
+                }
+                if end - line_start > limits.max_line_length {
+                    break;
+                }
             }
         }
         if end - line_start > limits.max_line_length {
