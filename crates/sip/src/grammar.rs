@@ -146,7 +146,7 @@ fn run_of(s: &[u8], class: u16) -> usize {
 
 /// `run_of` for runs that are often long (parameter values, hosts): eight
 /// bytes per step while they all match, then byte by byte.
-#[inline]
+#[inline(always)]
 fn long_run_of(s: &[u8], class: u16) -> usize {
     let mut n = 0;
     for chunk in s.chunks_exact(8) {
