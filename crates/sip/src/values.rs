@@ -51,20 +51,30 @@ impl<'a> Via<'a> {
             let at = at + ws_len(&raw[at..]);
             (raw.get(at) == Some(&b'/')).then(|| at + 1 + ws_len(&raw[at + 1..]))
         };
-        let (at, name, version) = if raw.starts_with(b"SIP/2.0/") {
-            // As every stack writes it: the general case finds the same.
-            (8 + ws_len(&raw[8..]), &raw[..3], &raw[4..7])
-        } else {
-            let (at, name) = token_at(ws_len(raw))?;
-            let (at, version) = token_at(slash(at)?)?;
-            (slash(at)?, name, version)
+        let (at, name, version, transport) = match raw.first_chunk::<13>() {
+            // As every stack writes it, with a three-letter transport and
+            // one space: the general case finds the same.
+            Some([b'S', b'I', b'P', b'/', b'2', b'.', b'0', b'/', a, b, c, b' ', d])
+                if is_token(*a) && is_token(*b) && is_token(*c) && !is_ws(*d) =>
+            {
+                (12, &raw[..3], &raw[4..7], &raw[8..11])
+            }
+            _ => {
+                let (at, name, version) = if raw.starts_with(b"SIP/2.0/") {
+                    (8 + ws_len(&raw[8..]), &raw[..3], &raw[4..7])
+                } else {
+                    let (at, name) = token_at(ws_len(raw))?;
+                    let (at, version) = token_at(slash(at)?)?;
+                    (slash(at)?, name, version)
+                };
+                let (at, transport) = token_at(at)?;
+                let ws = ws_len(&raw[at..]);
+                if ws == 0 {
+                    return None;
+                }
+                (at + ws, name, version, transport)
+            }
         };
-        let (at, transport) = token_at(at)?;
-        let ws = ws_len(&raw[at..]);
-        if ws == 0 {
-            return None;
-        }
-        let at = at + ws;
         let (host, port, n) = match sent_by_v4(&raw[at..]) {
             Some(v4) => v4,
             None => {
@@ -276,6 +286,38 @@ mod tests {
         assert_eq!(v.host, Host::V4("192.0.2.2".parse().unwrap()));
         assert_eq!(v.branch(), Some(&b"390skdjuw"[..]));
         assert!(!v.has_rfc3261_branch());
+    }
+
+    #[test]
+    fn sent_protocol_forms() {
+        for (text, transport, host) in [
+            ("SIP/2.0/UDP h", "UDP", "h"),
+            ("SIP/2.0/udp h", "udp", "h"),
+            ("SIP/2.0/UDP  h", "UDP", "h"),
+            ("SIP/2.0/UDP\r\n h", "UDP", "h"),
+            ("SIP/2.0/SCTP h", "SCTP", "h"),
+            ("SIP/2.0/WS h", "WS", "h"),
+            ("SIP/2.0/ UDP h", "UDP", "h"),
+            ("SIP/2.0/U-P h;x", "U-P", "h"),
+        ] {
+            let v = Via::parse(text.as_bytes()).unwrap();
+            assert_eq!(
+                (v.transport, v.sent_by),
+                (transport.as_bytes(), host.as_bytes())
+            );
+            assert_eq!(
+                (v.protocol_name, v.protocol_version),
+                (&b"SIP"[..], &b"2.0"[..])
+            );
+        }
+        for bad in [
+            "SIP/2.0/UDP",
+            "SIP/2.0/UD\"h",
+            "SIP/2.0/UDPh",
+            "SIP/2.0/U;P h",
+        ] {
+            assert!(Via::parse(bad.as_bytes()).is_none(), "{bad}");
+        }
     }
 
     #[test]
