@@ -218,6 +218,10 @@ pub struct UriError;
 impl<'a> Uri<'a> {
     /// Parses a whole URI (no surrounding `<>` or white space).
     pub fn parse(raw: &'a [u8]) -> Result<Uri<'a>, UriError> {
+        // `sip:` as nearly every URI starts: what the general path finds.
+        if let Some(rest) = raw.strip_prefix(b"sip:").filter(|r| !r.is_empty()) {
+            return Self::parse_sip(raw, Scheme::Sip, rest);
+        }
         let colon = raw.iter().position(|&c| c == b':').ok_or(UriError)?;
         let (scheme_text, rest) = (&raw[..colon], &raw[colon + 1..]);
         let valid_scheme = scheme_text.first().is_some_and(u8::is_ascii_alphabetic)

@@ -213,13 +213,16 @@ impl<'a> NameAddr<'a> {
         // Only the scheme here: `parsed_uri` (and `Message::validate`)
         // check the URI itself, so a proxy that reads a tag pays nothing
         // for the URI it does not read.
-        let colon = uri.iter().position(|&c| c == b':')?;
-        let scheme_ok = uri[0].is_ascii_alphabetic()
-            && uri[..colon]
-                .iter()
-                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'));
-        if !scheme_ok {
-            return None;
+        // `sip:` as nearly every URI starts: a valid scheme, no scan.
+        if !uri.starts_with(b"sip:") {
+            let colon = uri.iter().position(|&c| c == b':')?;
+            let scheme_ok = uri[0].is_ascii_alphabetic()
+                && uri[..colon]
+                    .iter()
+                    .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'));
+            if !scheme_ok {
+                return None;
+            }
         }
         let (rest, params) = Params::parse(rest, ParamKind::Header)?;
         if !trim(rest).is_empty() {
