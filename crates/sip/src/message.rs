@@ -167,8 +167,14 @@ fn check_version(v: &[u8], offset: usize) -> Result<(), Error> {
 fn parse_start_line(buf: &[u8], origin: usize, eol: usize) -> Result<StartLine, Error> {
     let line = &buf[origin..eol];
     if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
-        let sp = find_byte(b' ', line).ok_or(Error::new(ErrorKind::BadStartLine, origin))?;
-        check_version(&line[..sp], origin)?;
+        // `SIP/2.0 ` as every stack writes it; the search finds the same.
+        let sp = if line.starts_with(b"SIP/2.0 ") {
+            7
+        } else {
+            let sp = find_byte(b' ', line).ok_or(Error::new(ErrorKind::BadStartLine, origin))?;
+            check_version(&line[..sp], origin)?;
+            sp
+        };
         let rest = &line[sp + 1..];
         let code_off = origin + sp + 1;
         // Three characters, then the end or a space; a space among the
@@ -190,7 +196,14 @@ fn parse_start_line(buf: &[u8], origin: usize, eol: usize) -> Result<StartLine, 
     if m_end == 0 || line.get(m_end) != Some(&b' ') {
         return Err(bad());
     }
-    let last_sp = rfind_byte(b' ', line).ok_or_else(bad)?;
+    // ` SIP/2.0` at the end as every stack writes it: the last space is
+    // the one before it, and the version is good.
+    let common = line.ends_with(b" SIP/2.0");
+    let last_sp = if common {
+        line.len() - 8
+    } else {
+        rfind_byte(b' ', line).ok_or_else(bad)?
+    };
     if last_sp <= m_end + 1 || last_sp + 1 == line.len() {
         return Err(bad());
     }
@@ -201,7 +214,9 @@ fn parse_start_line(buf: &[u8], origin: usize, eol: usize) -> Result<StartLine, 
     if find_byte3(b' ', b'\t', b'\r', uri).is_some() {
         return err(ErrorKind::BadRequestUri, origin + m_end + 1);
     }
-    check_version(&line[last_sp + 1..], origin + last_sp + 1)?;
+    if !common {
+        check_version(&line[last_sp + 1..], origin + last_sp + 1)?;
+    }
     Ok(StartLine::Request {
         method: Method::from_bytes(&line[..m_end]),
         method_span: Span::new(origin, origin + m_end),
