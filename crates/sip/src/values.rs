@@ -257,14 +257,30 @@ pub struct CSeq<'a> {
 impl<'a> CSeq<'a> {
     pub fn parse(raw: &'a [u8]) -> Option<CSeq<'a>> {
         let v = trim(raw);
-        let digits = v
-            .iter()
-            .position(|&c| !c.is_ascii_digit())
-            .unwrap_or(v.len());
         // RFC 3261 section 8.1.1.5: less than 2**31.
-        let seq = parse_decimal(&v[..digits], (1 << 31) - 1)? as u32;
+        const MAX: u64 = (1 << 31) - 1;
+        // The digits and their value in one pass; past 19 digits (which
+        // might overflow) parse_decimal decides, as it does for all.
+        let (mut value, mut digits) = (0u64, 0);
+        while let Some(d) = v
+            .get(digits)
+            .map(|c| c.wrapping_sub(b'0'))
+            .filter(|&d| d <= 9)
+        {
+            value = value.wrapping_mul(10).wrapping_add(u64::from(d));
+            digits += 1;
+        }
+        let seq = if digits <= 19 {
+            (digits > 0 && value <= MAX).then_some(value)?
+        } else {
+            parse_decimal(&v[..digits], MAX)?
+        } as u32;
         let rest = &v[digits..];
-        let ws = ws_len(rest);
+        // Nearly always one space, then the method.
+        let ws = match rest {
+            [b' ', c, ..] if !is_ws(*c) => 1,
+            _ => ws_len(rest),
+        };
         // LWS, then a method token and nothing else.
         let m = &rest[ws..];
         if ws == 0 || m.is_empty() || token_len(m) != m.len() {
@@ -422,5 +438,13 @@ mod tests {
         assert!(CSeq::parse(b"36893488147419103232 REGISTER").is_none());
         assert!(CSeq::parse(b"2147483648 INVITE").is_none());
         assert!(CSeq::parse(b"1INVITE").is_none());
+        assert!(CSeq::parse(b"").is_none());
+        assert!(CSeq::parse(b" INVITE").is_none());
+        assert_eq!(CSeq::parse(b"2147483647 BYE").unwrap().seq, (1 << 31) - 1);
+        assert_eq!(CSeq::parse(b"00000000000000000001 ACK").unwrap().seq, 1);
+        assert!(CSeq::parse(b"000000000000000000001 ACK").is_none());
+        assert!(CSeq::parse(b"99999999999999999999 ACK").is_none());
+        assert!(CSeq::parse(b"1 INV ITE").is_none());
+        assert_eq!(CSeq::parse(b"1 \tFOO").unwrap().method_raw, b"FOO");
     }
 }
