@@ -162,7 +162,11 @@ pub struct NameAddr<'a> {
 impl<'a> NameAddr<'a> {
     /// Parses one value (the caller splits lists on commas).
     pub fn parse(raw: &'a [u8]) -> Option<NameAddr<'a>> {
-        let v = trim(raw);
+        // Values from the message are already trimmed.
+        let v = match raw {
+            [first, .., last] if !is_ws(*first) && !is_ws(*last) => raw,
+            _ => trim(raw),
+        };
         let (display, after_display) = if v.first() == Some(&b'"') {
             let (rest, d) = quoted_string(v).ok()?;
             let (rest, _) = lws(rest).ok()?;
@@ -256,7 +260,11 @@ pub struct CSeq<'a> {
 
 impl<'a> CSeq<'a> {
     pub fn parse(raw: &'a [u8]) -> Option<CSeq<'a>> {
-        let v = trim(raw);
+        // Values from the message are already trimmed.
+        let v = match raw {
+            [first, .., last] if !is_ws(*first) && !is_ws(*last) => raw,
+            _ => trim(raw),
+        };
         // RFC 3261 section 8.1.1.5: less than 2**31.
         const MAX: u64 = (1 << 31) - 1;
         // The digits and their value in one pass; past 19 digits (which
