@@ -159,13 +159,20 @@ fn long_run_of(s: &[u8], class: u16) -> usize {
     n + run_of(&s[n..], class)
 }
 
-/// Whether `s` holds white space. No early exit, so that it compiles to
-/// vector compares: the callers expect none.
+/// Whether `s` holds white space. The callers expect none: a word at a
+/// time, any byte below 0x21 (all four are) flags the exact test.
 #[inline]
 pub(crate) fn any_ws(s: &[u8]) -> bool {
-    s.iter().fold(false, |any, &c| {
-        any | matches!(c, b' ' | b'\t' | b'\r' | b'\n')
-    })
+    const LO: u64 = 0x0101_0101_0101_0101;
+    let mut chunks = s.chunks_exact(8);
+    let mut low = false;
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        // Exact for "some byte is below 0x21" (the bound is below 0x80).
+        low |= w.wrapping_sub(LO * 0x21) & !w & (LO << 7) != 0;
+    }
+    low |= chunks.remainder().iter().any(|&c| c < 0x21);
+    low && s.iter().any(|&c| is_ws(c))
 }
 
 /// RFC 3261 `token` characters.
@@ -455,6 +462,20 @@ mod tests {
             assert!(!any_ws(&v));
         }
         assert_eq!(ws_len(b" \r\n\tx"), 4);
+    }
+
+    #[test]
+    fn any_ws_is_exact() {
+        for len in 1..20 {
+            for at in 0..len {
+                for c in 0..=255u8 {
+                    let mut v = vec![b'a'; len];
+                    v[at] = c;
+                    assert_eq!(any_ws(&v), is_ws(c), "{len} {at} {c}");
+                }
+            }
+        }
+        assert!(!any_ws(b""));
     }
 
     #[test]
