@@ -156,6 +156,12 @@ fn long_run_of(s: &[u8], class: u16) -> usize {
         }
         n += 8;
     }
+    // Then four at a time once, which halves the byte loop's steps.
+    if let Some(q) = s[n..].first_chunk::<4>() {
+        if q.iter().fold(class, |all, &c| all & CLASS[c as usize]) != 0 {
+            n += 4;
+        }
+    }
     n + run_of(&s[n..], class)
 }
 
