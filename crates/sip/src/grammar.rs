@@ -296,7 +296,20 @@ pub(crate) fn trim(mut s: &[u8]) -> &[u8] {
 #[inline]
 pub(crate) fn eq_lower(s: &[u8], lower: &[u8]) -> bool {
     debug_assert!(lower.iter().all(u8::is_ascii_lowercase));
-    s.len() == lower.len() && s.iter().zip(lower).all(|(&a, &b)| a | 0x20 == b)
+    if s.len() != lower.len() {
+        return false;
+    }
+    // Names of 4 to 8 letters (branch, received, rport...): two
+    // overlapping 4-byte words, OR-ed per byte as the byte loop does.
+    let n = s.len();
+    if (4..=8).contains(&n) {
+        let word =
+            |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+        const FOLD: u32 = 0x2020_2020;
+        return (word(s, 0) | FOLD) == word(lower, 0)
+            && (word(s, n - 4) | FOLD) == word(lower, n - 4);
+    }
+    s.iter().zip(lower).all(|(&a, &b)| a | 0x20 == b)
 }
 
 /// `s` without trailing white space.
@@ -490,6 +503,23 @@ mod tests {
             assert_eq!(eq_lower(&[c], b"t"), c == b't' || c == b'T', "{c}");
         }
         assert!(eq_lower(b"BrAnCh", b"branch"));
+        for lower in [
+            &b"tag"[..],
+            b"lr",
+            b"rport",
+            b"branch",
+            b"received",
+            b"transport",
+        ] {
+            for at in 0..lower.len() {
+                for c in 0..=255u8 {
+                    let mut s = lower.to_vec();
+                    s[at] = c;
+                    let bytes = s.iter().zip(lower).all(|(&a, &b)| a | 0x20 == b);
+                    assert_eq!(eq_lower(&s, lower), bytes, "{s:?}");
+                }
+            }
+        }
         assert!(!eq_lower(b"branc", b"branch"));
     }
 
