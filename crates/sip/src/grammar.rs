@@ -256,6 +256,12 @@ pub(crate) fn token_len(s: &[u8]) -> usize {
     run_of(s, TOKEN)
 }
 
+/// Length of the leading URI user characters of `s`.
+#[inline]
+pub(crate) fn user_len(s: &[u8]) -> usize {
+    long_run_of(s, USER)
+}
+
 /// Length of the leading header-parameter value characters of `s`.
 #[inline]
 pub(crate) fn gen_value_len(s: &[u8]) -> usize {

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::grammar::{
     find_byte, host_chars, is_password_char, is_uri_header_char, is_user_char, parse_decimal,
+    user_len,
 };
 use crate::params::{ParamKind, Params};
 
@@ -283,35 +284,44 @@ impl<'a> Uri<'a> {
         let (user, password, hostpart) = match find_byte(b'@', rest) {
             Some(at) => {
                 let info = &rest[..at];
-                // One pass: user characters up to a `:`, password ones after.
-                let mut colon = None;
-                let mut escaped = false;
-                for (n, &c) in info.iter().enumerate() {
-                    escaped |= c == b'%';
-                    let ok = if colon.is_none() {
-                        if c == b':' {
-                            colon = Some(n);
-                            continue;
+                // No password (`:` is no user character): a run of user
+                // characters, the escapes checked when there is a `%`.
+                if !info.is_empty() && user_len(info) == info.len() {
+                    if find_byte(b'%', info).is_some() {
+                        check_escapes(info)?;
+                    }
+                    (Some(info), None, &rest[at + 1..])
+                } else {
+                    // One pass: user characters up to a `:`, password ones after.
+                    let mut colon = None;
+                    let mut escaped = false;
+                    for (n, &c) in info.iter().enumerate() {
+                        escaped |= c == b'%';
+                        let ok = if colon.is_none() {
+                            if c == b':' {
+                                colon = Some(n);
+                                continue;
+                            }
+                            is_user_char(c)
+                        } else {
+                            is_password_char(c)
+                        };
+                        if !ok {
+                            return Err(UriError);
                         }
-                        is_user_char(c)
-                    } else {
-                        is_password_char(c)
+                    }
+                    let (user, password) = match colon {
+                        Some(c) => (&info[..c], Some(&info[c + 1..])),
+                        None => (info, None),
                     };
-                    if !ok {
+                    if user.is_empty() {
                         return Err(UriError);
                     }
+                    if escaped {
+                        check_escapes(info)?;
+                    }
+                    (Some(user), password, &rest[at + 1..])
                 }
-                let (user, password) = match colon {
-                    Some(c) => (&info[..c], Some(&info[c + 1..])),
-                    None => (info, None),
-                };
-                if user.is_empty() {
-                    return Err(UriError);
-                }
-                if escaped {
-                    check_escapes(info)?;
-                }
-                (Some(user), password, &rest[at + 1..])
             }
             None => (None, None, rest),
         };
