@@ -169,7 +169,12 @@ impl<'a> NameAddr<'a> {
         };
         let (display, after_display) = if v.first() == Some(&b'"') {
             let (rest, d) = quoted_string(v).ok()?;
-            let (rest, _) = lws(rest).ok()?;
+            // Nearly always one space (or none) before the `<`.
+            let rest = match rest {
+                [b'<', ..] => rest,
+                [b' ', b'<', ..] => &rest[1..],
+                _ => lws(rest).ok()?.0,
+            };
             if rest.first() != Some(&b'<') {
                 return None;
             }
