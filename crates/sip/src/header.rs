@@ -99,7 +99,7 @@ impl Pattern {
 }
 
 /// The known names by their first letter (lower-cased), most common first.
-fn patterns(first: u8) -> &'static [Pattern] {
+const fn patterns(first: u8) -> &'static [Pattern] {
     use HeaderName::*;
     const fn p(name: HeaderName, s: &str) -> Pattern {
         Pattern::new(name, s)
@@ -149,6 +149,99 @@ fn patterns(first: u8) -> &'static [Pattern] {
     }
 }
 
+/// The known names of each length by first letter (`& 0x1f`): up to two
+/// patterns each (only Call-ID and Contact share a slot), so a name of
+/// known length is matched with one or two compares instead of a walk.
+static BY_LEN: [[[Option<&Pattern>; 2]; 32]; MAX_KNOWN_LEN + 1] = {
+    let mut t = [[[None; 2]; 32]; MAX_KNOWN_LEN + 1];
+    let mut c = b'a';
+    while c <= b'z' {
+        let list = patterns(c);
+        let mut i = 0;
+        while i < list.len() {
+            let p = &list[i];
+            let slot = &mut t[p.len][(c & 0x1f) as usize];
+            if slot[0].is_none() {
+                slot[0] = Some(p);
+            } else {
+                assert!(slot[1].is_none(), "three names in one slot");
+                slot[1] = Some(p);
+            }
+            i += 1;
+        }
+        c += 1;
+    }
+    t
+};
+
+/// The known name of exactly `len` bytes at the start of `w` (a
+/// little-endian word of the first 16 bytes), if any.
+#[inline]
+fn known_of_len(w: u128, first: u8, len: usize) -> Option<HeaderName> {
+    let [a, b] = BY_LEN.get(len)?[(first & 0x1f) as usize];
+    match (a, b) {
+        (Some(p), _) if p.matches(w) => Some(p.name),
+        (_, Some(p)) if p.matches(w) => Some(p.name),
+        _ => None,
+    }
+}
+
+/// `name` (1 to 16 bytes) as a little-endian word, zero above it. Two
+/// overlapping loads instead of a copy into a zeroed array, which is a
+/// call to memcpy for a length known only at run time.
+#[inline]
+fn load_le(name: &[u8]) -> u128 {
+    let n = name.len();
+    debug_assert!((1..=16).contains(&n));
+    if n >= 8 {
+        let lo = u64::from_le_bytes(name[..8].try_into().expect("8 bytes"));
+        let hi = u64::from_le_bytes(name[n - 8..].try_into().expect("8 bytes"));
+        u128::from(lo) | u128::from(hi) << (8 * (n - 8))
+    } else if n >= 4 {
+        let lo = u32::from_le_bytes(name[..4].try_into().expect("4 bytes"));
+        let hi = u32::from_le_bytes(name[n - 4..].try_into().expect("4 bytes"));
+        u128::from(lo) | u128::from(hi) << (8 * (n - 4))
+    } else {
+        let (a, b, c) = (name[0], name[n / 2], name[n - 1]);
+        u128::from(a) | u128::from(b) << (8 * (n / 2)) | u128::from(c) << (8 * (n - 1))
+    }
+}
+
+/// The first `:` among the 8 bytes of `w`, as a byte index.
+#[inline]
+fn colon_in(w: u64) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    let x = w ^ (LO * u64::from(b':'));
+    // The lowest flagged byte is the first zero byte of `x` (bytes above
+    // it may be flagged falsely, never below, and none without a zero).
+    let z = x.wrapping_sub(LO) & !x & (LO << 7);
+    (z != 0).then(|| (z.trailing_zeros() / 8) as usize)
+}
+
+/// A header line's name when its first 16 bytes hold it and the colon
+/// right after it (no white space before the colon): the name and its
+/// length, which is also where the colon is. `None` leaves the line to
+/// the general scan, which then finds the same for such lines.
+#[inline]
+pub(crate) fn name_before_colon(line: &[u8; 16], line_len: usize) -> Option<(HeaderName, usize)> {
+    // Two words: most names end in the first.
+    let lo = u64::from_le_bytes(*line.first_chunk::<8>().expect("8 bytes"));
+    let hi = u64::from_le_bytes(*line.last_chunk::<8>().expect("8 bytes"));
+    let k = match colon_in(lo) {
+        Some(k) => k,
+        None => 8 + colon_in(hi)?,
+    };
+    if k == 0 || k >= line_len {
+        return None;
+    }
+    let w = u128::from(lo) | u128::from(hi) << 64;
+    if let Some(name) = known_of_len(w, lo as u8, k) {
+        return Some((name, k));
+    }
+    // Any other token: no known name has this length and first letter.
+    (crate::grammar::token_len(&line[..k]) == k).then_some((HeaderName::Other, k))
+}
+
 /// The known name at the start of `w` (the first 16 bytes of a header
 /// line, little-endian) when it is followed by `:`, SP or HT, with its
 /// length. `None` for other names, which the caller scans.
@@ -167,17 +260,18 @@ impl HeaderName {
     /// The number of variants, `Other` included.
     pub(crate) const COUNT: usize = HeaderName::Other as usize + 1;
 
+    /// `classify` kept out of line, for the first pass's rare path.
+    #[inline(never)]
+    pub(crate) fn classify_outlined(name: &[u8]) -> HeaderName {
+        Self::classify(name)
+    }
+
+    #[inline]
     pub fn classify(name: &[u8]) -> HeaderName {
         if name.is_empty() || name.len() > MAX_KNOWN_LEN {
             return HeaderName::Other;
         }
-        let mut b = [0u8; 16];
-        b[..name.len()].copy_from_slice(name);
-        let w = u128::from_le_bytes(b);
-        patterns(name[0] | 0x20)
-            .iter()
-            .find(|p| p.len == name.len() && p.matches(w))
-            .map_or(HeaderName::Other, |p| p.name)
+        known_of_len(load_le(name), name[0], name.len()).unwrap_or(HeaderName::Other)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -280,6 +374,61 @@ mod tests {
         assert_eq!(known_at(&w(b"Via\x01: x")), None);
         assert_eq!(known_at(&w(b"User-Agent: x")), None);
         assert_eq!(known_at(&w(b"Call-Info: x")), None);
+    }
+
+    #[test]
+    fn name_before_colon_agrees_with_the_scan() {
+        // What the general path of `parse_head` finds: a token name, then
+        // optional SP/HT, then the colon.
+        fn scan(line: &[u8]) -> Option<(HeaderName, usize)> {
+            let n = crate::grammar::token_len(line);
+            (n > 0 && line.get(n) == Some(&b':')).then(|| (HeaderName::classify(&line[..n]), n))
+        }
+        let mut names: Vec<Vec<u8>> = HeaderName::KNOWN
+            .iter()
+            .map(|n| n.as_str().as_bytes().to_vec())
+            .collect();
+        names.extend(
+            [
+                "v",
+                "I",
+                "c",
+                "l",
+                "User-Agent",
+                "Session-Expires",
+                "X",
+                "Via ",
+                "V\ta",
+            ]
+            .map(|s| s.as_bytes().to_vec()),
+        );
+        for name in names {
+            for at in 0..=name.len() {
+                for c in [0u8, b'\r', b'\n', b' ', b':', b'-', b'A', b'z', 0x80, 0xff] {
+                    let mut n = name.clone();
+                    if at < n.len() {
+                        n[at] = c;
+                    }
+                    let mut line = n.clone();
+                    line.extend_from_slice(b": value\r\nTo: x\r\n");
+                    let line_len = line.iter().position(|&c| c == b'\r').unwrap_or(0);
+                    let w: [u8; 16] = line[..16].try_into().unwrap();
+                    if let Some(fast) = name_before_colon(&w, line_len) {
+                        assert_eq!(Some(fast), scan(&line[..line_len]), "{line:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn load_le_is_the_padded_word() {
+        let text = b"ABCDEFGHIJKLMNOP";
+        for n in 1..=16 {
+            let mut b = [0u8; 16];
+            b[..n].copy_from_slice(&text[..n]);
+            assert_eq!(load_le(&text[..n]), u128::from_le_bytes(b), "{n}");
+        }
     }
 
     #[test]

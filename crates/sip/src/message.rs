@@ -2,13 +2,13 @@
 //! header boundaries and body, and typed accessors that parse on demand.
 
 use bytes::Bytes;
-use memchr::{memchr, memchr3, memrchr};
 
 use crate::error::{Error, ErrorKind, HeaderSet};
 use crate::grammar::{
-    any_ws, is_token, is_ws, offset_in, parse_decimal, token_len, trim_end, ws_len, CommaSplit,
+    any_ws, find_byte, find_byte3, is_token, is_ws, offset_in, parse_decimal, rfind_byte,
+    token_len, trim_end, ws_len, CommaSplit,
 };
-use crate::header::{known_at, HeaderName};
+use crate::header::{known_at, name_before_colon, HeaderName};
 use crate::method::Method;
 use crate::uri::{Scheme, Uri};
 use crate::values::{CSeq, NameAddr, Via};
@@ -72,7 +72,7 @@ impl HeaderEntry {
 }
 
 /// No header of that name (in `Head::first`).
-const ABSENT: u16 = u16::MAX;
+const ABSENT: u8 = u8::MAX;
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum StartLine {
@@ -96,10 +96,12 @@ pub(crate) struct Head {
     pub(crate) headers: Vec<HeaderEntry>,
     /// Index of the first header of each name, or `ABSENT`; headers at
     /// index `ABSENT` and above are not recorded.
-    pub(crate) first: [u16; HeaderName::COUNT],
+    pub(crate) first: [u8; HeaderName::COUNT],
     /// Offset of the empty line that ends the headers.
     pub(crate) headers_end: u32,
-    pub(crate) content_length: Option<usize>,
+    /// At most `u32::MAX`; u32 keeps `Message` within 128 bytes, which
+    /// the compiler moves inline rather than with a call to memcpy.
+    pub(crate) content_length: Option<u32>,
 }
 
 impl Head {
@@ -167,8 +169,14 @@ fn check_version(v: &[u8], offset: usize) -> Result<(), Error> {
 fn parse_start_line(buf: &[u8], origin: usize, eol: usize) -> Result<StartLine, Error> {
     let line = &buf[origin..eol];
     if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
-        let sp = memchr(b' ', line).ok_or(Error::new(ErrorKind::BadStartLine, origin))?;
-        check_version(&line[..sp], origin)?;
+        // `SIP/2.0 ` as every stack writes it; the search finds the same.
+        let sp = if line.starts_with(b"SIP/2.0 ") {
+            7
+        } else {
+            let sp = find_byte(b' ', line).ok_or(Error::new(ErrorKind::BadStartLine, origin))?;
+            check_version(&line[..sp], origin)?;
+            sp
+        };
         let rest = &line[sp + 1..];
         let code_off = origin + sp + 1;
         // Three characters, then the end or a space; a space among the
@@ -190,7 +198,14 @@ fn parse_start_line(buf: &[u8], origin: usize, eol: usize) -> Result<StartLine, 
     if m_end == 0 || line.get(m_end) != Some(&b' ') {
         return Err(bad());
     }
-    let last_sp = memrchr(b' ', line).ok_or_else(bad)?;
+    // ` SIP/2.0` at the end as every stack writes it: the last space is
+    // the one before it, and the version is good.
+    let common = line.ends_with(b" SIP/2.0");
+    let last_sp = if common {
+        line.len() - 8
+    } else {
+        rfind_byte(b' ', line).ok_or_else(bad)?
+    };
     if last_sp <= m_end + 1 || last_sp + 1 == line.len() {
         return Err(bad());
     }
@@ -198,10 +213,12 @@ fn parse_start_line(buf: &[u8], origin: usize, eol: usize) -> Result<StartLine, 
     // Exactly one SP between elements: any other white space in the
     // Request-URI is an error (RFC 4475 lwsruri, lwsstart, trws). The line
     // holds no LF.
-    if memchr3(b' ', b'\t', b'\r', uri).is_some() {
+    if find_byte3(b' ', b'\t', b'\r', uri).is_some() {
         return err(ErrorKind::BadRequestUri, origin + m_end + 1);
     }
-    check_version(&line[last_sp + 1..], origin + last_sp + 1)?;
+    if !common {
+        check_version(&line[last_sp + 1..], origin + last_sp + 1)?;
+    }
     Ok(StartLine::Request {
         method: Method::from_bytes(&line[..m_end]),
         method_span: Span::new(origin, origin + m_end),
@@ -212,7 +229,8 @@ fn parse_start_line(buf: &[u8], origin: usize, eol: usize) -> Result<StartLine, 
 /// Where the CRLF ending the line that starts at `from` is.
 #[inline]
 fn line_end(buf: &[u8], from: usize) -> Result<usize, Error> {
-    let nl = memchr(b'\n', &buf[from..]).ok_or(Error::new(ErrorKind::Truncated, buf.len()))? + from;
+    let nl =
+        find_byte(b'\n', &buf[from..]).ok_or(Error::new(ErrorKind::Truncated, buf.len()))? + from;
     if nl == 0 || buf[nl - 1] != b'\r' {
         return err(ErrorKind::BadHeaderLine, nl);
     }
@@ -260,15 +278,18 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits, head: &mut Head) -> Result
         }
         let line_start = pos;
         let mut end = line_end(buf, pos)?;
-        // A CRLF followed by SP or HT folds the line.
-        loop {
-            match buf.get(end + 2) {
-                Some(b' ') | Some(b'\t') => end = line_end(buf, end + 2)?,
-                Some(_) => break,
-                None => return err(ErrorKind::Truncated, buf.len()),
-            }
-            if end - line_start > limits.max_line_length {
-                break;
+        // A CRLF followed by SP or HT folds the line (rare: tested once
+        // before the loop that follows folds).
+        if let Some(b' ') | Some(b'\t') | None = buf.get(end + 2) {
+            loop {
+                match buf.get(end + 2) {
+                    Some(b' ') | Some(b'\t') => end = line_end(buf, end + 2)?,
+                    Some(_) => break,
+                    None => return err(ErrorKind::Truncated, buf.len()),
+                }
+                if end - line_start > limits.max_line_length {
+                    break;
+                }
             }
         }
         if end - line_start > limits.max_line_length {
@@ -280,39 +301,57 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits, head: &mut Head) -> Result
             );
         }
         let line = &buf[line_start..end];
-        // Known names are matched in the line's first 16 bytes at once;
-        // the others are scanned (the match implies what the scan checks).
-        let known = buf
+        // Names are matched in the line's first 16 bytes at once: first
+        // up to a colon found there, else known names followed by white
+        // space; the others are scanned (a match implies what the scan
+        // checks).
+        let first16: Option<&[u8; 16]> = buf
             .get(line_start..line_start + 16)
-            .and_then(|w| known_at(w.try_into().expect("16 bytes")));
-        let (name, name_len) = match known {
-            Some(k) => k,
+            .map(|w| w.try_into().expect("16 bytes"));
+        let (name, name_len, colon) = match first16.and_then(|w| name_before_colon(w, line.len())) {
+            Some((name, n)) => (name, n, n),
             None => {
-                let n = token_len(line);
-                (HeaderName::classify(&line[..n]), n)
+                let (name, name_len) = match first16.and_then(known_at) {
+                    Some(k) => k,
+                    None => {
+                        let n = token_len(line);
+                        (HeaderName::classify_outlined(&line[..n]), n)
+                    }
+                };
+                let colon = name_len
+                    + line[name_len..]
+                        .iter()
+                        .take_while(|&&c| matches!(c, b' ' | b'\t'))
+                        .count();
+                if name_len == 0 || line.get(colon) != Some(&b':') {
+                    return err(ErrorKind::BadHeaderLine, line_start);
+                }
+                (name, name_len, colon)
             }
         };
-        let colon = name_len
-            + line[name_len..]
-                .iter()
-                .take_while(|&&c| matches!(c, b' ' | b'\t'))
-                .count();
-        if name_len == 0 || line.get(colon) != Some(&b':') {
-            return err(ErrorKind::BadHeaderLine, line_start);
-        }
-        let vstart = colon + 1 + ws_len(&line[colon + 1..]);
-        let value = trim_end(&line[vstart..]);
+        let after = &line[colon + 1..];
+        // Nearly always one space, then the value.
+        let lead = match after {
+            [b' ', c, ..] if !is_ws(*c) => 1,
+            _ => ws_len(after),
+        };
+        let vstart = colon + 1 + lead;
+        let value = &line[vstart..];
+        let value = match value.last() {
+            Some(&c) if !is_ws(c) => value,
+            _ => trim_end(value),
+        };
         if name == HeaderName::ContentLength {
             if content_length.is_some() {
                 return err(ErrorKind::Duplicate(name), line_start);
             }
             let v = parse_decimal(value, u32::MAX as u64)
                 .ok_or(Error::new(ErrorKind::BadValue(name), line_start + vstart))?;
-            content_length = Some(v as usize);
+            content_length = Some(v as u32);
         }
         let slot = &mut first[name as usize];
         if *slot == ABSENT && index < ABSENT as usize {
-            *slot = index as u16;
+            *slot = index as u8;
         }
         headers.push(HeaderEntry {
             name,
@@ -365,6 +404,7 @@ impl Message {
         let body_start = self.head.body_start();
         let body_end = match self.head.content_length {
             Some(cl) => {
+                let cl = cl as usize;
                 let end = body_start + cl;
                 if end > self.buf.len() {
                     return err(ErrorKind::ContentLengthExceedsData, self.buf.len());
@@ -588,7 +628,7 @@ impl Message {
     }
 
     pub fn content_length(&self) -> Option<usize> {
-        self.head.content_length
+        self.head.content_length.map(|n| n as usize)
     }
 
     pub fn content_type(&self) -> Option<&[u8]> {
@@ -819,6 +859,29 @@ v=0\n";
         assert_eq!(m.reason(), Some(&b"Ringing"[..]));
         assert!(Message::parse(Bytes::from_static(b"SIP/2.0 99 X\r\n\r\n")).is_err());
         assert!(Message::parse(Bytes::from_static(b"SIP/2.0 700 X\r\n\r\n")).is_err());
+    }
+
+    #[test]
+    fn headers_past_the_first_index_are_found() {
+        let mut m = b"OPTIONS sip:h SIP/2.0\r\n".to_vec();
+        for n in 0..300 {
+            match n {
+                10 | 290 => m.extend_from_slice(format!("To: <sip:t{n}@h>\r\n").as_bytes()),
+                280 => m.extend_from_slice(b"Via: SIP/2.0/UDP h;branch=z9hG4bKx\r\n"),
+                _ => m.extend_from_slice(format!("X-{n}: {n}\r\n").as_bytes()),
+            }
+        }
+        m.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        let l = Limits {
+            max_headers: 400,
+            ..Limits::default()
+        };
+        let m = Message::parse_datagram(Bytes::from(m), &l).unwrap();
+        assert_eq!(m.header_count(), 301);
+        assert_eq!(m.header(HeaderName::To), Some(&b"<sip:t10@h>"[..]));
+        assert!(m.header(HeaderName::Via).is_some());
+        assert_eq!(m.content_length(), Some(0));
+        assert_eq!(m.header(HeaderName::From), None);
     }
 
     #[test]

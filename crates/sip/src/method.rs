@@ -25,6 +25,7 @@ pub enum Method {
 
 impl Method {
     /// Methods are case-sensitive (RFC 3261 section 7.1).
+    #[inline]
     pub fn from_bytes(b: &[u8]) -> Method {
         match b {
             b"INVITE" => Method::Invite,

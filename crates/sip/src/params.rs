@@ -61,7 +61,9 @@ impl<'a> Params<'a> {
     }
 
     /// Parses `*(SEMI param)` and returns the list and what follows it;
-    /// `None` when a parameter is malformed.
+    /// `None` when a parameter is malformed. Inlined so that each caller's
+    /// `kind` is a constant in the scan loop.
+    #[inline(always)]
     pub(crate) fn parse(i: &'a [u8], kind: ParamKind) -> Option<(&'a [u8], Params<'a>)> {
         let mut end = 0;
         let mut known = None;

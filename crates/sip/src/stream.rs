@@ -110,7 +110,7 @@ impl StreamDecoder {
         parse_head(&self.buf[..head_len], &self.limits, &mut head)?;
         let cl = head
             .content_length
-            .ok_or(Error::new(ErrorKind::MissingContentLength, end))?;
+            .ok_or(Error::new(ErrorKind::MissingContentLength, end))? as usize;
         let total = head_len + cl;
         if total > self.limits.max_message_size {
             return Err(Error::new(

@@ -4,7 +4,8 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::grammar::{
-    host_chars, is_password_char, is_uri_header_char, is_user_char, parse_decimal,
+    find_byte, host_chars, is_password_char, is_uri_header_char, is_user_char, parse_decimal,
+    user_len,
 };
 use crate::params::{ParamKind, Params};
 
@@ -88,36 +89,87 @@ pub fn parse_host(s: &[u8]) -> Option<Host<'_>> {
 }
 
 /// Dotted-quad IPv4 as `Ipv4Addr::from_str` reads it: four parts of one
-/// to three digits, no leading zero, each <= 255. One pass.
+/// to three digits, no leading zero, each <= 255.
 fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
-    let mut octets = [0u8; 4];
-    let mut part = 0;
-    let mut v: u16 = 0;
-    let mut digits = 0;
-    for &c in s {
-        if c == b'.' {
-            if digits == 0 || part == 3 {
-                return None;
-            }
-            octets[part] = u8::try_from(v).ok()?;
-            part += 1;
-            v = 0;
-            digits = 0;
-        } else {
-            let d = c.wrapping_sub(b'0');
-            // A fourth digit, or a digit after a leading zero.
-            if d > 9 || digits == 3 || (digits == 1 && v == 0) {
-                return None;
-            }
-            v = v * 10 + u16::from(d);
-            digits += 1;
+    ipv4_prefix(s).and_then(|(a, n)| (n == s.len()).then_some(a))
+}
+
+/// The dotted quad `s` starts with and its length. Part by part with at
+/// most three digits each, rather than a state machine per byte, in a
+/// 16-byte window (the longest quad is 15) so that no read is checked.
+#[inline]
+pub(crate) fn ipv4_prefix(s: &[u8]) -> Option<(Ipv4Addr, usize)> {
+    let mut padded = [0u8; 16];
+    let w: &[u8; 16] = match s.first_chunk::<16>() {
+        Some(w) => w,
+        None => {
+            // Zeros past the end stop the parse like the end does.
+            padded[..s.len()].copy_from_slice(s);
+            &padded
         }
+    };
+    let digit = |i: usize| {
+        let d = w[i & 15].wrapping_sub(b'0');
+        (d <= 9).then_some(d)
+    };
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (k, o) in octets.iter_mut().enumerate() {
+        if k > 0 {
+            if w[i & 15] != b'.' {
+                return None;
+            }
+            i += 1;
+        }
+        let mut v = u16::from(digit(i)?);
+        i += 1;
+        // A leading 0 is the whole part: a digit after it fails below.
+        if v != 0 {
+            if let Some(d) = digit(i) {
+                v = v * 10 + u16::from(d);
+                i += 1;
+                if let Some(d) = digit(i) {
+                    v = v * 10 + u16::from(d);
+                    i += 1;
+                }
+            }
+        }
+        *o = u8::try_from(v).ok()?;
     }
-    if digits == 0 || part != 3 {
-        return None;
+    Some((Ipv4Addr::from(octets), i))
+}
+
+/// An IPv4 address with an optional `:port` at the start of `s`, and
+/// its length; the caller checks what follows. `None` when there is no
+/// such prefix or the port is not a valid one.
+#[inline]
+pub(crate) fn v4_hostport(s: &[u8]) -> Option<(Ipv4Addr, Option<u16>, usize)> {
+    let (a, mut n) = ipv4_prefix(s)?;
+    let mut port = None;
+    if s.get(n) == Some(&b':') {
+        // The digits in one pass, as `parse_decimal(digits, 65535)` reads
+        // them: at least one, at most 20, no more than 65535.
+        let digits = &s[n + 1..];
+        let mut v: u32 = 0;
+        let mut d = 0;
+        while let Some(x) = digits
+            .get(d)
+            .map(|c| c.wrapping_sub(b'0'))
+            .filter(|&x| x <= 9)
+        {
+            v = v * 10 + u32::from(x);
+            if v > 65535 || d == 20 {
+                return None;
+            }
+            d += 1;
+        }
+        if d == 0 {
+            return None;
+        }
+        port = Some(v as u16);
+        n += 1 + d;
     }
-    octets[3] = u8::try_from(v).ok()?;
-    Some(Ipv4Addr::from(octets))
+    Some((a, port, n))
 }
 
 /// Splits `host[:port]`, IPv6 references included.
@@ -167,6 +219,10 @@ pub struct UriError;
 impl<'a> Uri<'a> {
     /// Parses a whole URI (no surrounding `<>` or white space).
     pub fn parse(raw: &'a [u8]) -> Result<Uri<'a>, UriError> {
+        // `sip:` as nearly every URI starts: what the general path finds.
+        if let Some(rest) = raw.strip_prefix(b"sip:").filter(|r| !r.is_empty()) {
+            return Self::parse_sip(raw, Scheme::Sip, rest);
+        }
         let colon = raw.iter().position(|&c| c == b':').ok_or(UriError)?;
         let (scheme_text, rest) = (&raw[..colon], &raw[colon + 1..]);
         let valid_scheme = scheme_text.first().is_some_and(u8::is_ascii_alphabetic)
@@ -225,55 +281,58 @@ impl<'a> Uri<'a> {
     fn parse_sip(raw: &'a [u8], scheme: Scheme, rest: &'a [u8]) -> Result<Uri<'a>, UriError> {
         // `@` cannot appear unescaped after the userinfo, so the first one
         // ends it even when the user part holds `;`, `?` or `:`.
-        let (user, password, hostpart) = match rest.iter().position(|&c| c == b'@') {
+        let (user, password, hostpart) = match find_byte(b'@', rest) {
             Some(at) => {
                 let info = &rest[..at];
-                // One pass: user characters up to a `:`, password ones after.
-                let mut colon = None;
-                let mut escaped = false;
-                for (n, &c) in info.iter().enumerate() {
-                    escaped |= c == b'%';
-                    let ok = if colon.is_none() {
-                        if c == b':' {
-                            colon = Some(n);
-                            continue;
+                // No password (`:` is no user character): a run of user
+                // characters, the escapes checked when there is a `%`.
+                if !info.is_empty() && user_len(info) == info.len() {
+                    if find_byte(b'%', info).is_some() {
+                        check_escapes(info)?;
+                    }
+                    (Some(info), None, &rest[at + 1..])
+                } else {
+                    // One pass: user characters up to a `:`, password ones after.
+                    let mut colon = None;
+                    let mut escaped = false;
+                    for (n, &c) in info.iter().enumerate() {
+                        escaped |= c == b'%';
+                        let ok = if colon.is_none() {
+                            if c == b':' {
+                                colon = Some(n);
+                                continue;
+                            }
+                            is_user_char(c)
+                        } else {
+                            is_password_char(c)
+                        };
+                        if !ok {
+                            return Err(UriError);
                         }
-                        is_user_char(c)
-                    } else {
-                        is_password_char(c)
+                    }
+                    let (user, password) = match colon {
+                        Some(c) => (&info[..c], Some(&info[c + 1..])),
+                        None => (info, None),
                     };
-                    if !ok {
+                    if user.is_empty() {
                         return Err(UriError);
                     }
+                    if escaped {
+                        check_escapes(info)?;
+                    }
+                    (Some(user), password, &rest[at + 1..])
                 }
-                let (user, password) = match colon {
-                    Some(c) => (&info[..c], Some(&info[c + 1..])),
-                    None => (info, None),
-                };
-                if user.is_empty() {
-                    return Err(UriError);
-                }
-                if escaped {
-                    check_escapes(info)?;
-                }
-                (Some(user), password, &rest[at + 1..])
             }
             None => (None, None, rest),
         };
-        let end_of_hostport = if hostpart.first() == Some(&b'[') {
-            let close = hostpart.iter().position(|&c| c == b']').ok_or(UriError)?;
-            close
-                + hostpart[close..]
-                    .iter()
-                    .position(|&c| c == b';' || c == b'?')
-                    .unwrap_or(hostpart.len() - close)
-        } else {
-            hostpart
-                .iter()
-                .position(|&c| c == b';' || c == b'?')
-                .unwrap_or(hostpart.len())
+        // An IPv4 host first, in one pass: the general path below finds
+        // the same when a `;`, a `?` or the end follows it.
+        let v4 = v4_hostport(hostpart)
+            .filter(|&(_, _, n)| matches!(hostpart.get(n), None | Some(b';') | Some(b'?')));
+        let (host, port, end_of_hostport) = match v4 {
+            Some((a, port, n)) => (Host::V4(a), port, n),
+            None => Self::hostport(hostpart)?,
         };
-        let (host, port) = split_hostport(&hostpart[..end_of_hostport]).ok_or(UriError)?;
         let (after, params) =
             Params::parse(&hostpart[end_of_hostport..], ParamKind::Uri).ok_or(UriError)?;
         check_escapes(params.as_bytes())?;
@@ -302,6 +361,26 @@ impl<'a> Uri<'a> {
             params,
             headers,
         })
+    }
+
+    /// The host and port at the start of `hostpart` (up to the first `;`
+    /// or `?` after any IPv6 reference) and where they end.
+    fn hostport(hostpart: &'a [u8]) -> Result<(Host<'a>, Option<u16>, usize), UriError> {
+        let end_of_hostport = if hostpart.first() == Some(&b'[') {
+            let close = hostpart.iter().position(|&c| c == b']').ok_or(UriError)?;
+            close
+                + hostpart[close..]
+                    .iter()
+                    .position(|&c| c == b';' || c == b'?')
+                    .unwrap_or(hostpart.len() - close)
+        } else {
+            hostpart
+                .iter()
+                .position(|&c| c == b';' || c == b'?')
+                .unwrap_or(hostpart.len())
+        };
+        let (host, port) = split_hostport(&hostpart[..end_of_hostport]).ok_or(UriError)?;
+        Ok((host, port, end_of_hostport))
     }
 
     pub fn is_sip(&self) -> bool {
@@ -490,6 +569,64 @@ mod tests {
             "10.0.0.255",
         ] {
             assert_eq!(parse_ipv4(s.as_bytes()), s.parse::<Ipv4Addr>().ok(), "{s}");
+        }
+    }
+
+    #[test]
+    fn ipv4_every_short_string() {
+        // Every string of up to 8 bytes over digits, dots and a letter.
+        let alphabet = b"0125.9a";
+        let mut s = Vec::new();
+        for len in 0..=8u32 {
+            for mut k in 0..alphabet.len().pow(len) {
+                s.clear();
+                for _ in 0..len {
+                    s.push(alphabet[k % alphabet.len()]);
+                    k /= alphabet.len();
+                }
+                let text = std::str::from_utf8(&s).unwrap();
+                assert_eq!(parse_ipv4(&s), text.parse::<Ipv4Addr>().ok(), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn v4_hostport_as_the_general_path_reads_it() {
+        for host in [
+            "192.0.2.1",
+            "192.0.2.1:5060",
+            "192.0.2.1:05060",
+            "192.0.2.1:65536",
+            "192.0.2.1:",
+            "192.0.2.1:5060:1",
+            "192.0.2.1:50a",
+            "192.0.2.1.5",
+            "192.0.2.1a",
+            "192.0.2.01",
+            "192.0.2",
+        ] {
+            for after in ["", ";lr", "?x=1", ";transport=tcp?h=v", ":", "@x", " "] {
+                let hostpart = format!("{host}{after}");
+                let h = hostpart.as_bytes();
+                let fast = v4_hostport(h)
+                    .filter(|&(_, _, n)| matches!(h.get(n), None | Some(b';') | Some(b'?')));
+                if let Some((a, port, n)) = fast {
+                    assert_eq!(Uri::hostport(h), Ok((Host::V4(a), port, n)), "{hostpart}");
+                }
+                let uri = format!("sip:u@{hostpart}");
+                let general = Uri::hostport(h).and_then(|(host, port, n)| {
+                    let (after, _) = Params::parse(&h[n..], ParamKind::Uri).ok_or(UriError)?;
+                    Ok((host, port, after))
+                });
+                let parsed = Uri::parse(uri.as_bytes());
+                match (general, parsed) {
+                    (Err(_), parsed) => assert!(parsed.is_err(), "{uri}"),
+                    (Ok((host, port, _)), Ok(u)) => {
+                        assert_eq!((u.host, u.port), (Some(host), port), "{uri}")
+                    }
+                    (Ok(_), Err(_)) => {}
+                }
+            }
         }
     }
 

@@ -1,15 +1,13 @@
 //! Typed header values: Via, name-addr (From, To, Contact, Route,
 //! Record-Route), CSeq. Each is a set of views into the message.
 
-use memchr::memchr;
-
 use crate::grammar::{
-    any_ws, hostport_len, is_token, is_ws, lws, parse_decimal, quoted_string, token_len, trim,
-    ws_len,
+    any_ws, find_byte, hostport_len, is_hostport_char, is_token, is_ws, lws, parse_decimal,
+    quoted_string, token_len, trim, ws_len,
 };
 use crate::method::Method;
 use crate::params::{ParamKind, Params};
-use crate::uri::{split_hostport, Host, Uri, UriError};
+use crate::uri::{split_hostport, v4_hostport, Host, Uri, UriError};
 
 /// The cookie that marks an RFC 3261 branch.
 pub const BRANCH_COOKIE: &[u8] = b"z9hG4bK";
@@ -39,7 +37,9 @@ impl<'a> Via<'a> {
     }
 
     /// Parses a Via value at the start of `raw` and returns it (its `raw`
-    /// up to the end of its parameters) with what follows.
+    /// up to the end of its parameters) with what follows. Inlined: the
+    /// value is large, and `parse` would otherwise copy it once more.
+    #[inline(always)]
     pub(crate) fn parse_prefix(raw: &'a [u8]) -> Option<(Via<'a>, &'a [u8])> {
         // sent-protocol = name SLASH version SLASH transport, where SLASH
         // is "/" with optional LWS around it.
@@ -51,27 +51,43 @@ impl<'a> Via<'a> {
             let at = at + ws_len(&raw[at..]);
             (raw.get(at) == Some(&b'/')).then(|| at + 1 + ws_len(&raw[at + 1..]))
         };
-        let (at, name, version) = if raw.starts_with(b"SIP/2.0/") {
-            // As every stack writes it: the general case finds the same.
-            (8 + ws_len(&raw[8..]), &raw[..3], &raw[4..7])
-        } else {
-            let (at, name) = token_at(ws_len(raw))?;
-            let (at, version) = token_at(slash(at)?)?;
-            (slash(at)?, name, version)
+        let (at, name, version, transport) = match raw.first_chunk::<13>() {
+            // As every stack writes it, with a three-letter transport and
+            // one space: the general case finds the same.
+            Some([b'S', b'I', b'P', b'/', b'2', b'.', b'0', b'/', a, b, c, b' ', d])
+                if is_token(*a) && is_token(*b) && is_token(*c) && !is_ws(*d) =>
+            {
+                (12, &raw[..3], &raw[4..7], &raw[8..11])
+            }
+            _ => {
+                let (at, name, version) = if raw.starts_with(b"SIP/2.0/") {
+                    (8 + ws_len(&raw[8..]), &raw[..3], &raw[4..7])
+                } else {
+                    let (at, name) = token_at(ws_len(raw))?;
+                    let (at, version) = token_at(slash(at)?)?;
+                    (slash(at)?, name, version)
+                };
+                let (at, transport) = token_at(at)?;
+                let ws = ws_len(&raw[at..]);
+                if ws == 0 {
+                    return None;
+                }
+                (at + ws, name, version, transport)
+            }
         };
-        let (at, transport) = token_at(at)?;
-        let ws = ws_len(&raw[at..]);
-        if ws == 0 {
-            return None;
-        }
-        let at = at + ws;
-        let n = hostport_len(&raw[at..]);
-        if n == 0 {
-            return None;
-        }
-        // LWS may also surround the colon of sent-by; it is rare enough to
-        // allow only the compact form plus an optional port after spaces.
-        let (host, port) = split_hostport(&raw[at..at + n])?;
+        let (host, port, n) = match sent_by_v4(&raw[at..]) {
+            Some(v4) => v4,
+            None => {
+                let n = hostport_len(&raw[at..]);
+                if n == 0 {
+                    return None;
+                }
+                // LWS may also surround the colon of sent-by; it is rare
+                // enough to allow only the compact form.
+                let (host, port) = split_hostport(&raw[at..at + n])?;
+                (host, port, n)
+            }
+        };
         let sent_by = &raw[at..at + n];
         let (rest, params) = Params::parse(&raw[at + n..], ParamKind::Header)?;
         let via = Via {
@@ -117,6 +133,19 @@ impl<'a> Via<'a> {
     }
 }
 
+/// An IPv4 sent-by with an optional port, in one pass: what the general
+/// path (`hostport_len`, then `split_hostport`) finds for it, with its
+/// length. `None` sends any other form, and any doubt, to that path.
+#[inline]
+fn sent_by_v4(s: &[u8]) -> Option<(Host<'_>, Option<u16>, usize)> {
+    let (a, port, n) = v4_hostport(s)?;
+    // The sent-by must end here, as `hostport_len` would see it.
+    if s.get(n).is_some_and(|&c| is_hostport_char(c)) {
+        return None;
+    }
+    Some((Host::V4(a), port, n))
+}
+
 /// A name-addr or addr-spec with its header parameters.
 #[derive(Clone, Copy, Debug)]
 pub struct NameAddr<'a> {
@@ -133,10 +162,19 @@ pub struct NameAddr<'a> {
 impl<'a> NameAddr<'a> {
     /// Parses one value (the caller splits lists on commas).
     pub fn parse(raw: &'a [u8]) -> Option<NameAddr<'a>> {
-        let v = trim(raw);
+        // Values from the message are already trimmed.
+        let v = match raw {
+            [first, .., last] if !is_ws(*first) && !is_ws(*last) => raw,
+            _ => trim(raw),
+        };
         let (display, after_display) = if v.first() == Some(&b'"') {
             let (rest, d) = quoted_string(v).ok()?;
-            let (rest, _) = lws(rest).ok()?;
+            // Nearly always one space (or none) before the `<`.
+            let rest = match rest {
+                [b'<', ..] => rest,
+                [b' ', b'<', ..] => &rest[1..],
+                _ => lws(rest).ok()?.0,
+            };
             if rest.first() != Some(&b'<') {
                 return None;
             }
@@ -158,7 +196,7 @@ impl<'a> NameAddr<'a> {
         };
         let (uri, bracketed, rest) = if let Some(inner) = after_display.strip_prefix(b"<") {
             // Up to the first `>`, with no white space on the way.
-            let gt = memchr(b'>', inner)?;
+            let gt = find_byte(b'>', inner)?;
             if gt == 0 || any_ws(&inner[..gt]) {
                 return None;
             }
@@ -184,13 +222,16 @@ impl<'a> NameAddr<'a> {
         // Only the scheme here: `parsed_uri` (and `Message::validate`)
         // check the URI itself, so a proxy that reads a tag pays nothing
         // for the URI it does not read.
-        let colon = uri.iter().position(|&c| c == b':')?;
-        let scheme_ok = uri[0].is_ascii_alphabetic()
-            && uri[..colon]
-                .iter()
-                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'));
-        if !scheme_ok {
-            return None;
+        // `sip:` as nearly every URI starts: a valid scheme, no scan.
+        if !uri.starts_with(b"sip:") {
+            let colon = uri.iter().position(|&c| c == b':')?;
+            let scheme_ok = uri[0].is_ascii_alphabetic()
+                && uri[..colon]
+                    .iter()
+                    .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'));
+            if !scheme_ok {
+                return None;
+            }
         }
         let (rest, params) = Params::parse(rest, ParamKind::Header)?;
         if !trim(rest).is_empty() {
@@ -224,15 +265,35 @@ pub struct CSeq<'a> {
 
 impl<'a> CSeq<'a> {
     pub fn parse(raw: &'a [u8]) -> Option<CSeq<'a>> {
-        let v = trim(raw);
-        let digits = v
-            .iter()
-            .position(|&c| !c.is_ascii_digit())
-            .unwrap_or(v.len());
+        // Values from the message are already trimmed.
+        let v = match raw {
+            [first, .., last] if !is_ws(*first) && !is_ws(*last) => raw,
+            _ => trim(raw),
+        };
         // RFC 3261 section 8.1.1.5: less than 2**31.
-        let seq = parse_decimal(&v[..digits], (1 << 31) - 1)? as u32;
+        const MAX: u64 = (1 << 31) - 1;
+        // The digits and their value in one pass; past 19 digits (which
+        // might overflow) parse_decimal decides, as it does for all.
+        let (mut value, mut digits) = (0u64, 0);
+        while let Some(d) = v
+            .get(digits)
+            .map(|c| c.wrapping_sub(b'0'))
+            .filter(|&d| d <= 9)
+        {
+            value = value.wrapping_mul(10).wrapping_add(u64::from(d));
+            digits += 1;
+        }
+        let seq = if digits <= 19 {
+            (digits > 0 && value <= MAX).then_some(value)?
+        } else {
+            parse_decimal(&v[..digits], MAX)?
+        } as u32;
         let rest = &v[digits..];
-        let ws = ws_len(rest);
+        // Nearly always one space, then the method.
+        let ws = match rest {
+            [b' ', c, ..] if !is_ws(*c) => 1,
+            _ => ws_len(rest),
+        };
         // LWS, then a method token and nothing else.
         let m = &rest[ws..];
         if ws == 0 || m.is_empty() || token_len(m) != m.len() {
@@ -260,6 +321,38 @@ mod tests {
     }
 
     #[test]
+    fn sent_protocol_forms() {
+        for (text, transport, host) in [
+            ("SIP/2.0/UDP h", "UDP", "h"),
+            ("SIP/2.0/udp h", "udp", "h"),
+            ("SIP/2.0/UDP  h", "UDP", "h"),
+            ("SIP/2.0/UDP\r\n h", "UDP", "h"),
+            ("SIP/2.0/SCTP h", "SCTP", "h"),
+            ("SIP/2.0/WS h", "WS", "h"),
+            ("SIP/2.0/ UDP h", "UDP", "h"),
+            ("SIP/2.0/U-P h;x", "U-P", "h"),
+        ] {
+            let v = Via::parse(text.as_bytes()).unwrap();
+            assert_eq!(
+                (v.transport, v.sent_by),
+                (transport.as_bytes(), host.as_bytes())
+            );
+            assert_eq!(
+                (v.protocol_name, v.protocol_version),
+                (&b"SIP"[..], &b"2.0"[..])
+            );
+        }
+        for bad in [
+            "SIP/2.0/UDP",
+            "SIP/2.0/UD\"h",
+            "SIP/2.0/UDPh",
+            "SIP/2.0/U;P h",
+        ] {
+            assert!(Via::parse(bad.as_bytes()).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
     fn via_params() {
         let v = Via::parse(
             b"SIP/2.0/UDP [2001:db8::9]:5062;rport;branch=z9hG4bKx;received=198.51.100.1",
@@ -271,6 +364,47 @@ mod tests {
         assert!(v.has_rfc3261_branch());
         assert!(Via::parse(b"SIP/2.0/UDP 192.0.2.15;;,;,,").is_none());
         assert!(Via::parse(b"SIP/2.0/UDP").is_none());
+    }
+
+    #[test]
+    fn v4_sent_by_as_the_general_path_reads_it() {
+        for sent_by in [
+            "192.0.2.1",
+            "192.0.2.1:5060",
+            "192.0.2.1:05060",
+            "192.0.2.1:65535",
+            "192.0.2.1:65536",
+            "192.0.2.1:",
+            "192.0.2.1:5060:1",
+            "192.0.2.1:50a",
+            "192.0.2.1.5",
+            "192.0.2.1a",
+            "192.0.2.01",
+            "192.0.2.256",
+            "192.0.2",
+            "1.2.3.4:99999999999999999999999",
+        ] {
+            for after in ["", ";branch=z9hG4bK1", " ;rport", ",x"] {
+                let v = format!("SIP/2.0/UDP {sent_by}{after}");
+                fn general(s: &[u8]) -> Option<(Host<'_>, Option<u16>, usize)> {
+                    let n = hostport_len(s);
+                    (n > 0)
+                        .then(|| split_hostport(&s[..n]).map(|(h, p)| (h, p, n)))
+                        .flatten()
+                }
+                let s = &v.as_bytes()[12..];
+                let fast = sent_by_v4(s);
+                if fast.is_some() {
+                    assert_eq!(fast, general(s), "{v}");
+                }
+                let via = Via::parse_prefix(v.as_bytes());
+                assert_eq!(
+                    via.map(|(v, _)| (v.host, v.port, v.sent_by)),
+                    general(s).map(|(h, p, n)| (h, p, &s[..n])),
+                    "{v}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -317,5 +451,13 @@ mod tests {
         assert!(CSeq::parse(b"36893488147419103232 REGISTER").is_none());
         assert!(CSeq::parse(b"2147483648 INVITE").is_none());
         assert!(CSeq::parse(b"1INVITE").is_none());
+        assert!(CSeq::parse(b"").is_none());
+        assert!(CSeq::parse(b" INVITE").is_none());
+        assert_eq!(CSeq::parse(b"2147483647 BYE").unwrap().seq, (1 << 31) - 1);
+        assert_eq!(CSeq::parse(b"00000000000000000001 ACK").unwrap().seq, 1);
+        assert!(CSeq::parse(b"000000000000000000001 ACK").is_none());
+        assert!(CSeq::parse(b"99999999999999999999 ACK").is_none());
+        assert!(CSeq::parse(b"1 INV ITE").is_none());
+        assert_eq!(CSeq::parse(b"1 \tFOO").unwrap().method_raw, b"FOO");
     }
 }
