@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use siphasher::sip::SipHasher13;
 use trunkvip_sip::{
-    CSeq, HeaderName, Host, Message, Method, NameAddr, Param, Scheme, Splices, Uri, Via,
-    BRANCH_COOKIE,
+    find_byte, find_byte2, CSeq, HeaderName, Host, Message, Method, NameAddr, Param, Scheme,
+    Splices, Uri, Via, BRANCH_COOKIE,
 };
 
 use crate::config::ProxyConfig;
@@ -96,8 +96,8 @@ impl<'m> TopVia<'m> {
     /// at its first comma: no need for the general list splitter.
     pub(crate) fn of(msg: &'m Message) -> Option<Self> {
         let line = msg.header(HeaderName::Via)?;
-        let via = if memchr::memchr2(b'"', b'<', line).is_none() {
-            let first = memchr::memchr(b',', line).map_or(line, |n| &line[..n]);
+        let via = if find_byte2(b'"', b'<', line).is_none() {
+            let first = find_byte(b',', line).map_or(line, |n| &line[..n]);
             Via::parse(trim_ws(first))
         } else {
             None
@@ -870,7 +870,7 @@ impl Proxy {
             routes: match route_lines {
                 0 => Routes::default(),
                 // One value alone on its line: no list to split.
-                1 if memchr::memchr2(b',', b'"', route).is_none() => {
+                1 if find_byte2(b',', b'"', route).is_none() => {
                     self.routes_of(std::iter::once(route))
                 }
                 _ => self.routes(msg),
@@ -2710,7 +2710,7 @@ fn pop_routes(s: &mut Splices, msg: &Message, r: &Routes<'_>) {
 /// The line starting at `line`, through the CRLF that is not a fold.
 fn whole_line(base: &[u8], line: usize, from: usize) -> (usize, usize) {
     let mut i = from.max(line);
-    while let Some(n) = memchr::memchr(b'\n', &base[i..]) {
+    while let Some(n) = find_byte(b'\n', &base[i..]) {
         let end = i + n + 1;
         if !matches!(base.get(end), Some(b' ' | b'\t')) {
             return (line, end);

@@ -6,6 +6,8 @@
 use std::io::Write as _;
 use std::net::IpAddr;
 
+use trunkvip_sip::{find_byte, rfind_byte};
+
 /// Offset of `sub` in `base`; `sub` must be a slice of `base`.
 pub(crate) fn off(base: &[u8], sub: &[u8]) -> usize {
     let o = (sub.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
@@ -27,7 +29,7 @@ fn is_ws(c: u8) -> bool {
 /// not a fold (a fold's LF is followed by SP or HT).
 pub(crate) fn line_start(buf: &[u8], at: usize) -> usize {
     let mut i = at;
-    while let Some(p) = memchr::memrchr(b'\n', &buf[..i]) {
+    while let Some(p) = rfind_byte(b'\n', &buf[..i]) {
         if !buf.get(p + 1).copied().is_some_and(is_ws) {
             return p + 1;
         }
@@ -61,7 +63,7 @@ pub(crate) fn first_value_cut(buf: &[u8], value: &[u8]) -> (usize, usize) {
         return (start, i);
     }
     // The end of the line: its CRLF (the value is trimmed, folds inside).
-    let end = memchr::memchr(b'\n', &buf[i..]).map_or(buf.len(), |n| i + n + 1);
+    let end = find_byte(b'\n', &buf[i..]).map_or(buf.len(), |n| i + n + 1);
     (line_start(buf, start), end)
 }
 

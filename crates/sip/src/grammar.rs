@@ -100,7 +100,7 @@ fn has(c: u8, class: u16) -> bool {
 /// x86_64, so its searcher inlines here, where `memchr` dispatches at run
 /// time through a function pointer: most of the cost of a short search.
 #[inline(always)]
-pub(crate) fn find_byte(needle: u8, haystack: &[u8]) -> Option<usize> {
+pub fn find_byte(needle: u8, haystack: &[u8]) -> Option<usize> {
     #[cfg(target_arch = "x86_64")]
     if let Some(one) = memchr::arch::x86_64::sse2::memchr::One::new(needle) {
         return one.find(haystack);
@@ -110,7 +110,7 @@ pub(crate) fn find_byte(needle: u8, haystack: &[u8]) -> Option<usize> {
 
 /// `find_byte` for the last occurrence.
 #[inline(always)]
-pub(crate) fn rfind_byte(needle: u8, haystack: &[u8]) -> Option<usize> {
+pub fn rfind_byte(needle: u8, haystack: &[u8]) -> Option<usize> {
     #[cfg(target_arch = "x86_64")]
     if let Some(one) = memchr::arch::x86_64::sse2::memchr::One::new(needle) {
         return one.rfind(haystack);
@@ -120,7 +120,7 @@ pub(crate) fn rfind_byte(needle: u8, haystack: &[u8]) -> Option<usize> {
 
 /// `find_byte` for either of two bytes.
 #[inline(always)]
-pub(crate) fn find_byte2(a: u8, b: u8, haystack: &[u8]) -> Option<usize> {
+pub fn find_byte2(a: u8, b: u8, haystack: &[u8]) -> Option<usize> {
     #[cfg(target_arch = "x86_64")]
     if let Some(two) = memchr::arch::x86_64::sse2::memchr::Two::new(a, b) {
         return two.find(haystack);

@@ -29,6 +29,8 @@ mod values;
 
 pub use edit::{Editor, Splices};
 pub use error::{Error, ErrorKind, HeaderSet};
+/// Short byte searches, inlined (what the parser uses; see `find_byte`).
+pub use grammar::{find_byte, find_byte2, rfind_byte};
 pub use header::HeaderName;
 pub use message::{Limits, Message};
 pub use method::Method;
