@@ -57,29 +57,35 @@ const HEX: [u8; 256] = {
 };
 const NOT_HEX: u8 = 0xff;
 
-/// Lower-case hex of at most 16 digits, as we write it.
-fn hex(b: &[u8]) -> Option<u64> {
-    if b.is_empty() || b.len() > 16 {
-        return None;
-    }
-    let mut n = 0u64;
-    for &c in b {
-        let d = HEX[usize::from(c)];
-        if d == NOT_HEX {
-            return None;
-        }
-        n = n << 4 | u64::from(d);
-    }
-    Some(n)
-}
-
 pub(crate) fn parse(b: &[u8]) -> Option<Branch> {
     let rest = b.strip_prefix(PREFIX)?;
-    let mut it = rest.split(|&c| c == b'.');
-    let id = u32::try_from(hex(it.next()?)?).ok()?;
-    let tx = hex(it.next()?)?;
-    let loop_hash = u32::try_from(hex(it.next()?)?).ok()?;
-    it.next().is_none().then_some(Branch { id, tx, loop_hash })
+    // One pass: three dot-separated hex fields of at most 16 digits.
+    let mut fields = [0u64; 3];
+    let (mut field, mut digits) = (0, 0);
+    for &c in rest {
+        if c == b'.' {
+            if digits == 0 || field == 2 {
+                return None;
+            }
+            field += 1;
+            digits = 0;
+            continue;
+        }
+        let d = HEX[usize::from(c)];
+        if d == NOT_HEX || digits == 16 {
+            return None;
+        }
+        fields[field] = fields[field] << 4 | u64::from(d);
+        digits += 1;
+    }
+    if field != 2 || digits == 0 {
+        return None;
+    }
+    Some(Branch {
+        id: u32::try_from(fields[0]).ok()?,
+        tx: fields[1],
+        loop_hash: u32::try_from(fields[2]).ok()?,
+    })
 }
 
 #[cfg(test)]
@@ -105,5 +111,24 @@ mod tests {
         assert_eq!(parse(b"z9hG4bKtv1.10000000000000000.1"), None);
         assert_eq!(parse(b"z9hG4bKtvp1.0.1"), None);
         assert_eq!(parse(b"z9hG4bK776asdhds"), None);
+        for bad in [
+            &b"z9hG4bKtv"[..],
+            b"z9hG4bKtv1.2",
+            b"z9hG4bKtv1.2.",
+            b"z9hG4bKtv1..3",
+            b"z9hG4bKtv.2.3",
+            b"z9hG4bKtv1.2.3.4",
+            b"z9hG4bKtv100000000.2.3",
+        ] {
+            assert_eq!(parse(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(
+            parse(b"z9hG4bKtvA.fF.0"),
+            Some(Branch {
+                id: 10,
+                tx: 255,
+                loop_hash: 0
+            })
+        );
     }
 }
