@@ -69,6 +69,7 @@ impl<'m> TopVia<'m> {
     /// `rport` and `received` matter on requests alone (where answers go,
     /// what a forwarded Via gets): a response's top Via is ours, read for
     /// its branch.
+    #[inline]
     pub(crate) fn new(via: Via<'m>, request: bool) -> Self {
         let mut t = TopVia {
             via,
@@ -96,15 +97,18 @@ impl<'m> TopVia<'m> {
     /// at its first comma: no need for the general list splitter.
     pub(crate) fn of(msg: &'m Message) -> Option<Self> {
         let line = msg.header(HeaderName::Via)?;
-        let via = if find_byte2(b'"', b'<', line).is_none() {
-            let first = find_byte(b',', line).map_or(line, |n| &line[..n]);
-            Via::parse(trim_ws(first))
-        } else {
-            None
-        };
         let request = msg.is_request();
-        via.or_else(|| msg.top_via().ok())
-            .map(|v| TopVia::new(v, request))
+        // No combinators on the way: each would move the large Via again.
+        if find_byte2(b'"', b'<', line).is_none() {
+            let first = find_byte(b',', line).map_or(line, |n| &line[..n]);
+            if let Some(v) = Via::parse(trim_ws(first)) {
+                return Some(TopVia::new(v, request));
+            }
+        }
+        match msg.top_via() {
+            Ok(v) => Some(TopVia::new(v, request)),
+            Err(_) => None,
+        }
     }
 
     /// The branch carries the RFC 3261 magic cookie (and more).
