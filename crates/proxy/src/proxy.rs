@@ -27,7 +27,7 @@ use trunkvip_sip::{
 use crate::config::ProxyConfig;
 use crate::dialogs::{DialogState, DialogTable};
 use crate::edges::EdgePool;
-use crate::hash::{fnv1a, random_key, Fnv, HashKeyed};
+use crate::hash::{fnv1a, random_key, Fnv, Gather, HashKeyed};
 use crate::io::{ConnectionId, Incoming, Origin, Transmit, Transport};
 use crate::metrics::{method_index, DropReason, Metrics};
 use crate::pages::Pages;
@@ -891,7 +891,7 @@ impl Proxy {
     /// practice and nobody can make them.
     fn server_key(&self, msg: &Message, f: &Facts<'_>) -> u64 {
         let method = msg.method().unwrap_or(Method::Other);
-        let mut h = self.server_key;
+        let mut h = Gather::new(self.server_key);
         match method {
             Method::Invite | Method::Ack | Method::Cancel => h.write(b"I"),
             _ => {
