@@ -131,6 +131,9 @@ impl<'a> Params<'a> {
 /// One parameter found by `scan`, as offsets into the scanned text.
 struct Found {
     start: usize,
+    /// `Some(true)` for a name known to be `branch`, `Some(false)` for
+    /// `tag`, `None` when not known either way.
+    common: Option<bool>,
     name: Range<usize>,
     value: Option<Range<usize>>,
     end: usize,
@@ -139,7 +142,9 @@ struct Found {
 impl Known {
     fn of(i: &[u8], p: &Found) -> Option<Known> {
         let name = &i[p.name.clone()];
-        let branch = if eq_lower(name, b"branch") {
+        let branch = if let Some(branch) = p.common {
+            branch
+        } else if eq_lower(name, b"branch") {
             true
         } else if eq_lower(name, b"tag") {
             false
@@ -199,10 +204,13 @@ fn scan(i: &[u8], at: usize, kind: ParamKind) -> Option<Option<Found>> {
         return Some(None);
     }
     let name_at = skip(start + 1);
-    let name_len = if header {
-        common_name_len(&i[name_at..]).unwrap_or_else(|| token_len(&i[name_at..]))
+    let (name_len, common) = if header {
+        match common_name_len(&i[name_at..]) {
+            Some(n) => (n, Some(n == 6)),
+            None => (token_len(&i[name_at..]), None),
+        }
     } else {
-        uri_param_len(&i[name_at..])
+        (uri_param_len(&i[name_at..]), None)
     };
     if name_len == 0 {
         return None;
@@ -232,6 +240,7 @@ fn scan(i: &[u8], at: usize, kind: ParamKind) -> Option<Option<Found>> {
     };
     Some(Some(Found {
         start,
+        common,
         name: name_at..after_name,
         value,
         end,
