@@ -296,12 +296,14 @@ impl<'a> CSeq<'a> {
         };
         // LWS, then a method token and nothing else.
         let m = &rest[ws..];
-        if ws == 0 || m.is_empty() || token_len(m) != m.len() {
+        // Every known method name is a token: only others are scanned.
+        let method = Method::from_bytes(m);
+        if ws == 0 || (method == Method::Other && (m.is_empty() || token_len(m) != m.len())) {
             return None;
         }
         Some(CSeq {
             seq,
-            method: Method::from_bytes(m),
+            method,
             method_raw: m,
         })
     }
@@ -442,6 +444,42 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn cseq_known_methods_are_tokens() {
+        // CSeq skips the token scan for a known method.
+        // (White space is trimmed or skipped before the method is read.)
+        for b in (0..=255u8).filter(|&b| !is_ws(b)) {
+            for name in [
+                "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK",
+            ] {
+                let m = name.as_bytes();
+                assert_eq!(token_len(m), m.len());
+                for at in 0..m.len() {
+                    let mut v = b"1 ".to_vec();
+                    v.extend_from_slice(m);
+                    v[2 + at] = b;
+                    let method = &v[2..];
+                    let scanned = !method.is_empty() && token_len(method) == method.len();
+                    assert_eq!(CSeq::parse(&v).is_some(), scanned, "{v:?}");
+                }
+            }
+        }
+        for m in [
+            "SUBSCRIBE",
+            "NOTIFY",
+            "PUBLISH",
+            "INFO",
+            "REFER",
+            "MESSAGE",
+            "UPDATE",
+        ] {
+            assert_eq!(token_len(m.as_bytes()), m.len());
+            assert_ne!(Method::from_bytes(m.as_bytes()), Method::Other);
+        }
+        assert!(CSeq::parse(b"1 INV ITE").is_none());
+        assert!(CSeq::parse(b"1 INVITE;").is_none());
     }
 
     #[test]
