@@ -194,10 +194,16 @@ fn parse_start_line(buf: &[u8], origin: usize, eol: usize) -> Result<StartLine, 
         });
     }
     let bad = || Error::new(ErrorKind::BadStartLine, origin);
-    let m_end = token_len(line);
-    if m_end == 0 || line.get(m_end) != Some(&b' ') {
-        return Err(bad());
-    }
+    let (method, m_end) = match Method::common_prefix(line) {
+        Some(common) => common,
+        None => {
+            let m_end = token_len(line);
+            if m_end == 0 || line.get(m_end) != Some(&b' ') {
+                return Err(bad());
+            }
+            (Method::from_bytes(&line[..m_end]), m_end)
+        }
+    };
     // ` SIP/2.0` at the end as every stack writes it: the last space is
     // the one before it, and the version is good.
     let common = line.ends_with(b" SIP/2.0");
@@ -220,7 +226,7 @@ fn parse_start_line(buf: &[u8], origin: usize, eol: usize) -> Result<StartLine, 
         check_version(&line[last_sp + 1..], origin + last_sp + 1)?;
     }
     Ok(StartLine::Request {
-        method: Method::from_bytes(&line[..m_end]),
+        method,
         method_span: Span::new(origin, origin + m_end),
         uri: Span::new(origin + m_end + 1, origin + last_sp),
     })
