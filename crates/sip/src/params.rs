@@ -3,7 +3,7 @@
 use std::ops::Range;
 
 use crate::grammar::{
-    eq_lower, gen_value_len, is_ws, quoted_len, token_len, uri_param_len, ws_len,
+    eq_lower, gen_value_len, is_token, is_ws, quoted_len, token_len, uri_param_len, ws_len,
 };
 
 /// Which grammar a parameter list follows: header parameters allow LWS
@@ -169,8 +169,8 @@ impl Found {
     }
 }
 
-/// The length of the name at the start of `s` when it is `branch=` or
-/// `tag=` (any case), which nearly every Via, From and To carries: what
+/// The length of the name at the start of `s` when it is `branch=`,
+/// `tag=` or `rport` (any case), which nearly every Via, From and To carries: what
 /// `token_len` finds, in one compare instead of a byte loop.
 #[inline(always)]
 fn common_name_len(s: &[u8]) -> Option<usize> {
@@ -181,8 +181,18 @@ fn common_name_len(s: &[u8]) -> Option<usize> {
             return Some(6);
         }
     }
-    let w = u32::from_le_bytes(*s.first_chunk::<4>()?) | 0x0020_2020;
-    (w == u32::from_le_bytes(*b"tag=")).then_some(3)
+    let w = u32::from_le_bytes(*s.first_chunk::<4>()?);
+    if w | 0x0020_2020 == u32::from_le_bytes(*b"tag=") {
+        return Some(3);
+    }
+    // `rport`, most often last in a Via, ends where a token does.
+    if w | 0x2020_2020 == u32::from_le_bytes(*b"rpor")
+        && s.get(4).is_some_and(|&c| c | 0x20 == b't')
+        && !s.get(5).is_some_and(|&c| is_token(c))
+    {
+        return Some(5);
+    }
+    None
 }
 
 /// Scans one `;name[=value]` of `i` from `at`: `Some(None)` when no `;`
@@ -206,7 +216,7 @@ fn scan(i: &[u8], at: usize, kind: ParamKind) -> Option<Option<Found>> {
     let name_at = skip(start + 1);
     let (name_len, common) = if header {
         match common_name_len(&i[name_at..]) {
-            Some(n) => (n, Some(n == 6)),
+            Some(n) => (n, (n != 5).then_some(n == 6)),
             None => (token_len(&i[name_at..]), None),
         }
     } else {
@@ -309,7 +319,7 @@ mod tests {
 
     #[test]
     fn common_names_as_token_len_finds_them() {
-        for name in [&b"branch="[..], b"tag="] {
+        for name in [&b"branch="[..], b"tag=", b"rport", b"rport;", b"rport="] {
             for at in 0..name.len() {
                 for c in 0..=255u8 {
                     let mut s = name.to_vec();
@@ -319,7 +329,6 @@ mod tests {
                         let s = &s[..len];
                         if let Some(n) = common_name_len(s) {
                             assert_eq!(n, token_len(s), "{s:?}");
-                            assert_eq!(s.get(n), Some(&b'='), "{s:?}");
                         }
                     }
                 }
@@ -329,6 +338,9 @@ mod tests {
         assert_eq!(common_name_len(b"TAG=1"), Some(3));
         assert_eq!(common_name_len(b"branch"), None);
         assert_eq!(common_name_len(b"tags=1"), None);
+        assert_eq!(common_name_len(b"RPort"), Some(5));
+        assert_eq!(common_name_len(b"rport;x"), Some(5));
+        assert_eq!(common_name_len(b"rports"), None);
     }
 
     #[test]
