@@ -28,6 +28,8 @@ const HOSTPORT: u16 = 1 << 9;
 /// Bytes `CommaSplit` must look at: quotes, escapes, brackets, commas.
 const SPLIT: u16 = 1 << 10;
 const DIGIT_OR_DOT: u16 = 1 << 11;
+/// `USER` but `%`: a run of these needs no escape check.
+const PLAIN_USER: u16 = 1 << 12;
 
 const fn classes(c: u8) -> u16 {
     let alnum = c.is_ascii_alphanumeric();
@@ -71,6 +73,7 @@ const fn classes(c: u8) -> u16 {
         | bit(host || matches!(c, b':' | b'[' | b']'), HOSTPORT)
         | bit(matches!(c, b'"' | b'\\' | b'<' | b'>' | b','), SPLIT)
         | bit(c.is_ascii_digit() || c == b'.', DIGIT_OR_DOT)
+        | bit(user && c != b'%', PLAIN_USER)
 }
 
 const fn bit(b: bool, class: u16) -> u16 {
@@ -260,6 +263,12 @@ pub(crate) fn token_len(s: &[u8]) -> usize {
 #[inline]
 pub(crate) fn user_len(s: &[u8]) -> usize {
     long_run_of(s, USER)
+}
+
+/// `user_len` for user characters other than `%`.
+#[inline]
+pub(crate) fn plain_user_len(s: &[u8]) -> usize {
+    long_run_of(s, PLAIN_USER)
 }
 
 /// Length of the leading header-parameter value characters of `s`.
@@ -501,6 +510,15 @@ mod tests {
             }
         }
         assert!(!any_ws(b""));
+    }
+
+    #[test]
+    fn plain_user_is_user_but_percent() {
+        for c in 0..=255u8 {
+            assert_eq!(has(c, PLAIN_USER), is_user_char(c) && c != b'%', "{c}");
+        }
+        assert_eq!(plain_user_len(b"+15551230000@h"), 12);
+        assert_eq!(plain_user_len(b"a%20b"), 1);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::grammar::{
     find_byte, host_chars, is_password_char, is_uri_header_char, is_user_char, parse_decimal,
-    user_len,
+    plain_user_len, user_len,
 };
 use crate::params::{ParamKind, Params};
 
@@ -310,7 +310,10 @@ impl<'a> Uri<'a> {
                 let info = &rest[..at];
                 // No password (`:` is no user character): a run of user
                 // characters, the escapes checked when there is a `%`.
-                if !info.is_empty() && user_len(info) == info.len() {
+                if !info.is_empty() && plain_user_len(info) == info.len() {
+                    // No `%`, so no escape to check.
+                    (Some(info), None, &rest[at + 1..])
+                } else if !info.is_empty() && user_len(info) == info.len() {
                     if find_byte(b'%', info).is_some() {
                         check_escapes(info)?;
                     }
