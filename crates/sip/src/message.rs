@@ -351,8 +351,12 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits, head: &mut Head) -> Result
             if content_length.is_some() {
                 return err(ErrorKind::Duplicate(name), line_start);
             }
-            let v = parse_decimal(value, u32::MAX as u64)
-                .ok_or(Error::new(ErrorKind::BadValue(name), line_start + vstart))?;
+            // `0` on most messages without a body: no call.
+            let v = match value {
+                b"0" => 0,
+                _ => parse_decimal(value, u32::MAX as u64)
+                    .ok_or(Error::new(ErrorKind::BadValue(name), line_start + vstart))?,
+            };
             content_length = Some(v as u32);
         }
         let slot = &mut first[name as usize];
@@ -888,6 +892,26 @@ v=0\n";
         assert!(m.header(HeaderName::Via).is_some());
         assert_eq!(m.content_length(), Some(0));
         assert_eq!(m.header(HeaderName::From), None);
+    }
+
+    #[test]
+    fn content_length_zero_as_parse_decimal_reads_it() {
+        for (cl, want) in [
+            ("0", Ok(Some(0))),
+            ("00", Ok(Some(0))),
+            ("0 ", Ok(Some(0))),
+            ("0x", Err(())),
+            ("01", Ok(Some(1))),
+            ("-0", Err(())),
+        ] {
+            let m = format!("BYE sip:a@h SIP/2.0\r\nContent-Length: {cl}\r\n\r\nx");
+            let got = Message::parse(Bytes::from(m)).map(|m| m.content_length());
+            match (got, want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, w, "{cl}"),
+                (Err(_), Err(())) => {}
+                (g, w) => panic!("{cl}: {g:?} {w:?}"),
+            }
+        }
     }
 
     #[test]
