@@ -54,8 +54,15 @@ impl<'a> Via<'a> {
         let (at, name, version, transport) = match raw.first_chunk::<13>() {
             // As every stack writes it, with a three-letter transport and
             // one space: the general case finds the same.
-            Some([b'S', b'I', b'P', b'/', b'2', b'.', b'0', b'/', a, b, c, b' ', d])
-                if is_token(*a) && is_token(*b) && is_token(*c) && !is_ws(*d) =>
+            // `SIP/2.0/` as one word, not eight byte compares.
+            Some(w)
+                if u64::from_le_bytes(*w.first_chunk::<8>().expect("8 of 13"))
+                    == u64::from_le_bytes(*b"SIP/2.0/")
+                    && w[11] == b' '
+                    && is_token(w[8])
+                    && is_token(w[9])
+                    && is_token(w[10])
+                    && !is_ws(w[12]) =>
             {
                 (12, &raw[..3], &raw[4..7], &raw[8..11])
             }
