@@ -631,6 +631,10 @@ impl Message {
     pub fn max_forwards(&self) -> Result<Option<u8>, Error> {
         match self.header(HeaderName::MaxForwards) {
             None => Ok(None),
+            // Two digits (70 and below) as most requests carry: no call.
+            Some(&[a, b]) if a.is_ascii_digit() && b.is_ascii_digit() => {
+                Ok(Some((a - b'0') * 10 + (b - b'0')))
+            }
             Some(v) => parse_decimal(v, 255)
                 .map(|n| Some(n as u8))
                 .ok_or_else(|| self.bad(HeaderName::MaxForwards, v)),
@@ -911,6 +915,19 @@ v=0\n";
                 (Err(_), Err(())) => {}
                 (g, w) => panic!("{cl}: {g:?} {w:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn max_forwards_as_parse_decimal_reads_it() {
+        for mf in [
+            "70", "07", "00", "99", "7", "255", "256", "7a", "a7", "0070", "7 0",
+        ] {
+            let m = format!("BYE sip:a@h SIP/2.0\r\nMax-Forwards: {mf}\r\n\r\n");
+            let m = Message::parse(Bytes::from(m)).unwrap();
+            let want = parse_decimal(mf.as_bytes(), 255).map(|n| n as u8);
+            assert_eq!(m.max_forwards().ok().flatten(), want, "{mf}");
+            assert_eq!(m.max_forwards().is_ok(), want.is_some(), "{mf}");
         }
     }
 
