@@ -173,14 +173,20 @@ fn long_run_of(s: &[u8], class: u16) -> usize {
 #[inline]
 pub(crate) fn any_ws(s: &[u8]) -> bool {
     const LO: u64 = 0x0101_0101_0101_0101;
-    let mut chunks = s.chunks_exact(8);
-    let mut low = false;
-    for c in &mut chunks {
-        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-        // Exact for "some byte is below 0x21" (the bound is below 0x80).
-        low |= w.wrapping_sub(LO * 0x21) & !w & (LO << 7) != 0;
-    }
-    low |= chunks.remainder().iter().any(|&c| c < 0x21);
+    // Exact for "some byte is below 0x21" (the bound is below 0x80).
+    let low_in = |w: u64| w.wrapping_sub(LO * 0x21) & !w & (LO << 7) != 0;
+    let low = match s.last_chunk::<8>() {
+        // The last eight bytes as one more word, overlapping the others,
+        // instead of a byte loop over the remainder.
+        Some(last) => {
+            let mut low = low_in(u64::from_le_bytes(*last));
+            for c in s.chunks_exact(8) {
+                low |= low_in(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+            }
+            low
+        }
+        None => s.iter().any(|&c| c < 0x21),
+    };
     low && s.iter().any(|&c| is_ws(c))
 }
 
