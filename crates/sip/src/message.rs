@@ -263,7 +263,10 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits, head: &mut Head) -> Result
     }
     head.start = parse_start_line(buf, origin, eol)?;
     head.origin = origin as u32;
-    let headers = &mut head.headers;
+    // Moved out and back: a local Vec keeps its length in a register
+    // instead of storing it to the Head on every push. (On an error the
+    // Head is dropped.)
+    let mut headers = std::mem::take(&mut head.headers);
     let first = &mut head.first;
     let mut content_length = None;
     let mut pos = eol + 2;
@@ -371,6 +374,7 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits, head: &mut Head) -> Result
         });
         pos = end + 2;
     }
+    head.headers = headers;
     head.headers_end = pos as u32;
     head.content_length = content_length;
     Ok(())
