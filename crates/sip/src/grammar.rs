@@ -28,6 +28,8 @@ const HOSTPORT: u16 = 1 << 9;
 /// Bytes `CommaSplit` must look at: quotes, escapes, brackets, commas.
 const SPLIT: u16 = 1 << 10;
 const DIGIT_OR_DOT: u16 = 1 << 11;
+/// `USER` but `%`: a run of these needs no escape check.
+const PLAIN_USER: u16 = 1 << 12;
 
 const fn classes(c: u8) -> u16 {
     let alnum = c.is_ascii_alphanumeric();
@@ -71,6 +73,7 @@ const fn classes(c: u8) -> u16 {
         | bit(host || matches!(c, b':' | b'[' | b']'), HOSTPORT)
         | bit(matches!(c, b'"' | b'\\' | b'<' | b'>' | b','), SPLIT)
         | bit(c.is_ascii_digit() || c == b'.', DIGIT_OR_DOT)
+        | bit(user && c != b'%', PLAIN_USER)
 }
 
 const fn bit(b: bool, class: u16) -> u16 {
@@ -170,14 +173,20 @@ fn long_run_of(s: &[u8], class: u16) -> usize {
 #[inline]
 pub(crate) fn any_ws(s: &[u8]) -> bool {
     const LO: u64 = 0x0101_0101_0101_0101;
-    let mut chunks = s.chunks_exact(8);
-    let mut low = false;
-    for c in &mut chunks {
-        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-        // Exact for "some byte is below 0x21" (the bound is below 0x80).
-        low |= w.wrapping_sub(LO * 0x21) & !w & (LO << 7) != 0;
-    }
-    low |= chunks.remainder().iter().any(|&c| c < 0x21);
+    // Exact for "some byte is below 0x21" (the bound is below 0x80).
+    let low_in = |w: u64| w.wrapping_sub(LO * 0x21) & !w & (LO << 7) != 0;
+    let low = match s.last_chunk::<8>() {
+        // The last eight bytes as one more word, overlapping the others,
+        // instead of a byte loop over the remainder.
+        Some(last) => {
+            let mut low = low_in(u64::from_le_bytes(*last));
+            for c in s.chunks_exact(8) {
+                low |= low_in(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+            }
+            low
+        }
+        None => s.iter().any(|&c| c < 0x21),
+    };
     low && s.iter().any(|&c| is_ws(c))
 }
 
@@ -260,6 +269,12 @@ pub(crate) fn token_len(s: &[u8]) -> usize {
 #[inline]
 pub(crate) fn user_len(s: &[u8]) -> usize {
     long_run_of(s, USER)
+}
+
+/// `user_len` for user characters other than `%`.
+#[inline]
+pub(crate) fn plain_user_len(s: &[u8]) -> usize {
+    long_run_of(s, PLAIN_USER)
 }
 
 /// Length of the leading header-parameter value characters of `s`.
@@ -501,6 +516,15 @@ mod tests {
             }
         }
         assert!(!any_ws(b""));
+    }
+
+    #[test]
+    fn plain_user_is_user_but_percent() {
+        for c in 0..=255u8 {
+            assert_eq!(has(c, PLAIN_USER), is_user_char(c) && c != b'%', "{c}");
+        }
+        assert_eq!(plain_user_len(b"+15551230000@h"), 12);
+        assert_eq!(plain_user_len(b"a%20b"), 1);
     }
 
     #[test]

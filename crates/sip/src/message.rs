@@ -194,10 +194,16 @@ fn parse_start_line(buf: &[u8], origin: usize, eol: usize) -> Result<StartLine, 
         });
     }
     let bad = || Error::new(ErrorKind::BadStartLine, origin);
-    let m_end = token_len(line);
-    if m_end == 0 || line.get(m_end) != Some(&b' ') {
-        return Err(bad());
-    }
+    let (method, m_end) = match Method::common_prefix(line) {
+        Some(common) => common,
+        None => {
+            let m_end = token_len(line);
+            if m_end == 0 || line.get(m_end) != Some(&b' ') {
+                return Err(bad());
+            }
+            (Method::from_bytes(&line[..m_end]), m_end)
+        }
+    };
     // ` SIP/2.0` at the end as every stack writes it: the last space is
     // the one before it, and the version is good.
     let common = line.ends_with(b" SIP/2.0");
@@ -220,7 +226,7 @@ fn parse_start_line(buf: &[u8], origin: usize, eol: usize) -> Result<StartLine, 
         check_version(&line[last_sp + 1..], origin + last_sp + 1)?;
     }
     Ok(StartLine::Request {
-        method: Method::from_bytes(&line[..m_end]),
+        method,
         method_span: Span::new(origin, origin + m_end),
         uri: Span::new(origin + m_end + 1, origin + last_sp),
     })
@@ -257,7 +263,10 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits, head: &mut Head) -> Result
     }
     head.start = parse_start_line(buf, origin, eol)?;
     head.origin = origin as u32;
-    let headers = &mut head.headers;
+    // Moved out and back: a local Vec keeps its length in a register
+    // instead of storing it to the Head on every push. (On an error the
+    // Head is dropped.)
+    let mut headers = std::mem::take(&mut head.headers);
     let first = &mut head.first;
     let mut content_length = None;
     let mut pos = eol + 2;
@@ -345,8 +354,12 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits, head: &mut Head) -> Result
             if content_length.is_some() {
                 return err(ErrorKind::Duplicate(name), line_start);
             }
-            let v = parse_decimal(value, u32::MAX as u64)
-                .ok_or(Error::new(ErrorKind::BadValue(name), line_start + vstart))?;
+            // `0` on most messages without a body: no call.
+            let v = match value {
+                b"0" => 0,
+                _ => parse_decimal(value, u32::MAX as u64)
+                    .ok_or(Error::new(ErrorKind::BadValue(name), line_start + vstart))?,
+            };
             content_length = Some(v as u32);
         }
         let slot = &mut first[name as usize];
@@ -361,6 +374,7 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits, head: &mut Head) -> Result
         });
         pos = end + 2;
     }
+    head.headers = headers;
     head.headers_end = pos as u32;
     head.content_length = content_length;
     Ok(())
@@ -621,6 +635,10 @@ impl Message {
     pub fn max_forwards(&self) -> Result<Option<u8>, Error> {
         match self.header(HeaderName::MaxForwards) {
             None => Ok(None),
+            // Two digits (70 and below) as most requests carry: no call.
+            Some(&[a, b]) if a.is_ascii_digit() && b.is_ascii_digit() => {
+                Ok(Some((a - b'0') * 10 + (b - b'0')))
+            }
             Some(v) => parse_decimal(v, 255)
                 .map(|n| Some(n as u8))
                 .ok_or_else(|| self.bad(HeaderName::MaxForwards, v)),
@@ -882,6 +900,39 @@ v=0\n";
         assert!(m.header(HeaderName::Via).is_some());
         assert_eq!(m.content_length(), Some(0));
         assert_eq!(m.header(HeaderName::From), None);
+    }
+
+    #[test]
+    fn content_length_zero_as_parse_decimal_reads_it() {
+        for (cl, want) in [
+            ("0", Ok(Some(0))),
+            ("00", Ok(Some(0))),
+            ("0 ", Ok(Some(0))),
+            ("0x", Err(())),
+            ("01", Ok(Some(1))),
+            ("-0", Err(())),
+        ] {
+            let m = format!("BYE sip:a@h SIP/2.0\r\nContent-Length: {cl}\r\n\r\nx");
+            let got = Message::parse(Bytes::from(m)).map(|m| m.content_length());
+            match (got, want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, w, "{cl}"),
+                (Err(_), Err(())) => {}
+                (g, w) => panic!("{cl}: {g:?} {w:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn max_forwards_as_parse_decimal_reads_it() {
+        for mf in [
+            "70", "07", "00", "99", "7", "255", "256", "7a", "a7", "0070", "7 0",
+        ] {
+            let m = format!("BYE sip:a@h SIP/2.0\r\nMax-Forwards: {mf}\r\n\r\n");
+            let m = Message::parse(Bytes::from(m)).unwrap();
+            let want = parse_decimal(mf.as_bytes(), 255).map(|n| n as u8);
+            assert_eq!(m.max_forwards().ok().flatten(), want, "{mf}");
+            assert_eq!(m.max_forwards().is_ok(), want.is_some(), "{mf}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::grammar::{
     find_byte, host_chars, is_password_char, is_uri_header_char, is_user_char, parse_decimal,
-    user_len,
+    plain_user_len, user_len,
 };
 use crate::params::{ParamKind, Params};
 
@@ -150,6 +150,12 @@ pub(crate) fn v4_hostport(s: &[u8]) -> Option<(Ipv4Addr, Option<u16>, usize)> {
         // The digits in one pass, as `parse_decimal(digits, 65535)` reads
         // them: at least one, at most 20, no more than 65535.
         let digits = &s[n + 1..];
+        // Four digits (5060 and the like): one word, no per-digit checks.
+        if let Some(p) = four_digits(digits) {
+            if !digits.get(4).is_some_and(u8::is_ascii_digit) {
+                return Some((a, Some(p), n + 5));
+            }
+        }
         let mut v: u32 = 0;
         let mut d = 0;
         while let Some(x) = digits
@@ -170,6 +176,24 @@ pub(crate) fn v4_hostport(s: &[u8]) -> Option<(Ipv4Addr, Option<u16>, usize)> {
         n += 1 + d;
     }
     Some((a, port, n))
+}
+
+/// The value of the four decimal digits at the start of `s`, if it
+/// starts with four.
+#[inline]
+fn four_digits(s: &[u8]) -> Option<u16> {
+    let w = u32::from_le_bytes(*s.first_chunk::<4>()?);
+    // Each byte 0x30..=0x3f, and still so with 6 added: '0'..='9'.
+    const HI: u32 = 0xf0f0_f0f0;
+    const ZEROS: u32 = 0x3030_3030;
+    if w & HI != ZEROS || (w + 0x0606_0606) & HI != ZEROS {
+        return None;
+    }
+    // Little-endian: the first digit is the low byte. Pairs, then the
+    // two pairs; no byte overflows into the next.
+    let x = w - ZEROS;
+    let x = (x * 10 + (x >> 8)) & 0x00ff_00ff;
+    Some(((x * 100 + (x >> 16)) & 0xffff) as u16)
 }
 
 /// Splits `host[:port]`, IPv6 references included.
@@ -286,7 +310,10 @@ impl<'a> Uri<'a> {
                 let info = &rest[..at];
                 // No password (`:` is no user character): a run of user
                 // characters, the escapes checked when there is a `%`.
-                if !info.is_empty() && user_len(info) == info.len() {
+                if !info.is_empty() && plain_user_len(info) == info.len() {
+                    // No `%`, so no escape to check.
+                    (Some(info), None, &rest[at + 1..])
+                } else if !info.is_empty() && user_len(info) == info.len() {
                     if find_byte(b'%', info).is_some() {
                         check_escapes(info)?;
                     }
@@ -591,11 +618,46 @@ mod tests {
     }
 
     #[test]
+    fn four_digits_is_parse_decimal() {
+        for s in [
+            &b"5060"[..],
+            b"0000",
+            b"9999",
+            b"0123",
+            b"506",
+            b"50a0",
+            b"/060",
+            b":060",
+            b"5060x",
+        ] {
+            let want = match s.first_chunk::<4>() {
+                Some(d) => parse_decimal(d, 9999).map(|v| v as u16),
+                None => None,
+            };
+            assert_eq!(four_digits(s), want, "{s:?}");
+        }
+        for a in 0..=255u8 {
+            for at in 0..4 {
+                let mut s = *b"1234";
+                s[at] = a;
+                assert_eq!(
+                    four_digits(&s),
+                    parse_decimal(&s, 9999).map(|v| v as u16),
+                    "{s:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn v4_hostport_as_the_general_path_reads_it() {
         for host in [
             "192.0.2.1",
             "192.0.2.1:5060",
             "192.0.2.1:05060",
+            "192.0.2.1:9999",
+            "192.0.2.1:50600",
+            "192.0.2.1:506",
             "192.0.2.1:65536",
             "192.0.2.1:",
             "192.0.2.1:5060:1",

@@ -54,8 +54,15 @@ impl<'a> Via<'a> {
         let (at, name, version, transport) = match raw.first_chunk::<13>() {
             // As every stack writes it, with a three-letter transport and
             // one space: the general case finds the same.
-            Some([b'S', b'I', b'P', b'/', b'2', b'.', b'0', b'/', a, b, c, b' ', d])
-                if is_token(*a) && is_token(*b) && is_token(*c) && !is_ws(*d) =>
+            // `SIP/2.0/` as one word, not eight byte compares.
+            Some(w)
+                if u64::from_le_bytes(*w.first_chunk::<8>().expect("8 of 13"))
+                    == u64::from_le_bytes(*b"SIP/2.0/")
+                    && w[11] == b' '
+                    && is_token(w[8])
+                    && is_token(w[9])
+                    && is_token(w[10])
+                    && !is_ws(w[12]) =>
             {
                 (12, &raw[..3], &raw[4..7], &raw[8..11])
             }
@@ -296,12 +303,14 @@ impl<'a> CSeq<'a> {
         };
         // LWS, then a method token and nothing else.
         let m = &rest[ws..];
-        if ws == 0 || m.is_empty() || token_len(m) != m.len() {
+        // Every known method name is a token: only others are scanned.
+        let method = Method::from_bytes(m);
+        if ws == 0 || (method == Method::Other && (m.is_empty() || token_len(m) != m.len())) {
             return None;
         }
         Some(CSeq {
             seq,
-            method: Method::from_bytes(m),
+            method,
             method_raw: m,
         })
     }
@@ -442,6 +451,42 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn cseq_known_methods_are_tokens() {
+        // CSeq skips the token scan for a known method.
+        // (White space is trimmed or skipped before the method is read.)
+        for b in (0..=255u8).filter(|&b| !is_ws(b)) {
+            for name in [
+                "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK",
+            ] {
+                let m = name.as_bytes();
+                assert_eq!(token_len(m), m.len());
+                for at in 0..m.len() {
+                    let mut v = b"1 ".to_vec();
+                    v.extend_from_slice(m);
+                    v[2 + at] = b;
+                    let method = &v[2..];
+                    let scanned = !method.is_empty() && token_len(method) == method.len();
+                    assert_eq!(CSeq::parse(&v).is_some(), scanned, "{v:?}");
+                }
+            }
+        }
+        for m in [
+            "SUBSCRIBE",
+            "NOTIFY",
+            "PUBLISH",
+            "INFO",
+            "REFER",
+            "MESSAGE",
+            "UPDATE",
+        ] {
+            assert_eq!(token_len(m.as_bytes()), m.len());
+            assert_ne!(Method::from_bytes(m.as_bytes()), Method::Other);
+        }
+        assert!(CSeq::parse(b"1 INV ITE").is_none());
+        assert!(CSeq::parse(b"1 INVITE;").is_none());
     }
 
     #[test]
