@@ -7,6 +7,12 @@
 //! delay gets a FIFO lane: arming and firing are O(1), and the next
 //! deadline is the earliest lane head. An entry that would break its
 //! lane's order (a clock that stepped back) goes to a small heap instead.
+//!
+//! Cancelled entries would still come due and wake the shell for nothing;
+//! the proxy drops them from the front after each event
+//! (`Proxy::prune_timers`), so the next deadline is one that acts. Timers
+//! that only end state or give up after seconds fall on a 20 ms grid, so
+//! at a steady call rate they fire together, one wake-up per step.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
