@@ -89,13 +89,7 @@ fn sipp_through_stunnel_into_tls() {
 fn tls_toward_an_edge() {
     let dir = tempdir();
     let d = dir.path();
-    let certs = d.join("certs");
-    let out = Command::new(TRUNKVIP)
-        .args(["gen-certs", "--out"])
-        .arg(&certs)
-        .output()
-        .expect("gen-certs");
-    assert!(out.status.success(), "{out:?}");
+    let certs = gen_certs(d);
     let (p, tls_port, edge_tls, uas_port, admin) = (
         free_port(),
         free_port(),
