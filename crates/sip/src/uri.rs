@@ -528,6 +528,29 @@ fn unescaped_eq(a: &[u8], b: &[u8], case_insensitive: bool) -> bool {
     }
 }
 
+/// IPv4 host-and-port texts, good and bad, for the tests that hold the
+/// one-pass IPv4 readers (URI host, Via sent-by) to the general path.
+#[cfg(test)]
+pub(crate) const V4_HOSTPORTS: &[&str] = &[
+    "192.0.2.1",
+    "192.0.2.1:5060",
+    "192.0.2.1:05060",
+    "192.0.2.1:9999",
+    "192.0.2.1:50600",
+    "192.0.2.1:506",
+    "192.0.2.1:65535",
+    "192.0.2.1:65536",
+    "192.0.2.1:",
+    "192.0.2.1:5060:1",
+    "192.0.2.1:50a",
+    "192.0.2.1.5",
+    "192.0.2.1a",
+    "192.0.2.01",
+    "192.0.2.256",
+    "192.0.2",
+    "1.2.3.4:99999999999999999999999",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -651,22 +674,7 @@ mod tests {
 
     #[test]
     fn v4_hostport_as_the_general_path_reads_it() {
-        for host in [
-            "192.0.2.1",
-            "192.0.2.1:5060",
-            "192.0.2.1:05060",
-            "192.0.2.1:9999",
-            "192.0.2.1:50600",
-            "192.0.2.1:506",
-            "192.0.2.1:65536",
-            "192.0.2.1:",
-            "192.0.2.1:5060:1",
-            "192.0.2.1:50a",
-            "192.0.2.1.5",
-            "192.0.2.1a",
-            "192.0.2.01",
-            "192.0.2",
-        ] {
+        for host in V4_HOSTPORTS {
             for after in ["", ";lr", "?x=1", ";transport=tcp?h=v", ":", "@x", " "] {
                 let hostpart = format!("{host}{after}");
                 let h = hostpart.as_bytes();
