@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use trunkvip_sip::Message;
+use trunkvip_sip::{Message, Method};
 
 use crate::config::{ConfigError, ProxyConfig};
 use crate::health::HealthMonitor;
 use crate::io::{Incoming, Transmit, Transport};
-use crate::metrics::{Metrics, DROP_REASONS, METHODS};
+use crate::metrics::{method_label, Metrics, DROP_REASONS};
 use crate::pair::SyncRecord;
 use crate::proxy::{Proxy, TopVia};
 use crate::Event;
@@ -294,11 +294,12 @@ impl Core {
         use std::fmt::Write;
         let m = &self.proxy.metrics;
         let _ = writeln!(out, "# TYPE trunkvip_requests_received_total counter");
-        for (n, name) in METHODS.iter().enumerate() {
+        for method in Method::ALL {
             let _ = writeln!(
                 out,
-                "trunkvip_requests_received_total{{method=\"{name}\"}} {}",
-                m.requests_in[n]
+                "trunkvip_requests_received_total{{method=\"{}\"}} {}",
+                method_label(method),
+                m.requests_in[method as usize]
             );
         }
         let _ = writeln!(out, "# TYPE trunkvip_responses_received_total counter");

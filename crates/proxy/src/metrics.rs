@@ -2,42 +2,9 @@
 
 use trunkvip_sip::Method;
 
-pub(crate) const METHODS: [&str; 15] = [
-    "INVITE",
-    "ACK",
-    "BYE",
-    "CANCEL",
-    "OPTIONS",
-    "REGISTER",
-    "PRACK",
-    "SUBSCRIBE",
-    "NOTIFY",
-    "PUBLISH",
-    "INFO",
-    "REFER",
-    "MESSAGE",
-    "UPDATE",
-    "other",
-];
-
-pub(crate) fn method_index(m: Method) -> usize {
-    match m {
-        Method::Invite => 0,
-        Method::Ack => 1,
-        Method::Bye => 2,
-        Method::Cancel => 3,
-        Method::Options => 4,
-        Method::Register => 5,
-        Method::Prack => 6,
-        Method::Subscribe => 7,
-        Method::Notify => 8,
-        Method::Publish => 9,
-        Method::Info => 10,
-        Method::Refer => 11,
-        Method::Message => 12,
-        Method::Update => 13,
-        Method::Other => 14,
-    }
+/// The label of a method's request counter.
+pub(crate) fn method_label(m: Method) -> &'static str {
+    m.as_str().unwrap_or("other")
 }
 
 /// Why a message was dropped without an answer.
@@ -71,7 +38,7 @@ pub(crate) const DROP_REASONS: [(DropReason, &str); 7] = [
 
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
-    pub requests_in: [u64; 15],
+    pub requests_in: [u64; Method::ALL.len()],
     /// Responses received, by class 1xx..6xx (index 1..=6).
     pub responses_in: [u64; 7],
     /// Responses we generated, by class.

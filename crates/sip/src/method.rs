@@ -24,6 +24,26 @@ pub enum Method {
 }
 
 impl Method {
+    /// Every variant, in declaration order (`Other` last), so that
+    /// `m as usize` indexes it.
+    pub const ALL: [Method; 15] = [
+        Method::Invite,
+        Method::Ack,
+        Method::Bye,
+        Method::Cancel,
+        Method::Options,
+        Method::Register,
+        Method::Prack,
+        Method::Subscribe,
+        Method::Notify,
+        Method::Publish,
+        Method::Info,
+        Method::Refer,
+        Method::Message,
+        Method::Update,
+        Method::Other,
+    ];
+
     /// Methods are case-sensitive (RFC 3261 section 7.1).
     #[inline]
     pub fn from_bytes(b: &[u8]) -> Method {
@@ -109,6 +129,17 @@ impl fmt::Display for Method {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_in_order_and_named() {
+        for (n, m) in Method::ALL.into_iter().enumerate() {
+            assert_eq!(m as usize, n);
+            match m.as_str() {
+                Some(name) => assert_eq!(Method::from_bytes(name.as_bytes()), m),
+                None => assert_eq!(m, Method::Other),
+            }
+        }
+    }
 
     #[test]
     fn common_prefix_is_the_scan() {

@@ -458,15 +458,7 @@ mod tests {
                 }
             }
         }
-        for m in [
-            "SUBSCRIBE",
-            "NOTIFY",
-            "PUBLISH",
-            "INFO",
-            "REFER",
-            "MESSAGE",
-            "UPDATE",
-        ] {
+        for m in Method::ALL.into_iter().filter_map(Method::as_str) {
             assert_eq!(token_len(m.as_bytes()), m.len());
             assert_ne!(Method::from_bytes(m.as_bytes()), Method::Other);
         }
