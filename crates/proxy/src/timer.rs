@@ -174,9 +174,8 @@ impl Fifo {
 
 #[derive(Debug)]
 struct Lane {
-    /// The delay in nanoseconds, shifted left, with the lazy bit: one
-    /// compare finds the lane.
-    key: u64,
+    delay: u64,
+    lazy: bool,
     fifo: Fifo,
 }
 
@@ -245,12 +244,16 @@ impl TimerQueue {
             at = at.div_ceil(LAZY_GRID).saturating_mul(LAZY_GRID);
         }
         let e = Entry { at, slot, ticket };
-        let key = delay << 1 | u64::from(lazy);
-        let lane = match self.lanes.iter().position(|l| l.key == key) {
+        let lane = match self
+            .lanes
+            .iter()
+            .position(|l| l.delay == delay && l.lazy == lazy)
+        {
             Some(n) => Some(n),
-            None if self.lanes.len() < MAX_LANES && delay < 1 << 63 => {
+            None if self.lanes.len() < MAX_LANES => {
                 self.lanes.push(Lane {
-                    key,
+                    delay,
+                    lazy,
                     fifo: Fifo::default(),
                 });
                 Some(self.lanes.len() - 1)
@@ -314,16 +317,19 @@ impl TimerQueue {
     /// Drops the earliest entry.
     pub(crate) fn pop_first(&mut self) {
         if let Some((_, lane)) = self.earliest() {
-            match lane {
-                Some(n) => {
-                    self.lanes[n].fifo.pop();
-                }
-                None => {
-                    self.late.pop();
-                }
-            }
-            self.head = self.scan();
+            self.pop_from(lane);
         }
+    }
+
+    /// Takes the front entry of `lane` (the heap for `None`), which must
+    /// be the earliest, and finds the next earliest.
+    fn pop_from(&mut self, lane: Option<usize>) -> Option<Entry> {
+        let e = match lane {
+            Some(n) => self.lanes[n].fifo.pop(),
+            None => self.late.pop().map(|r| r.0),
+        };
+        self.head = self.scan();
+        e
     }
 
     /// The next entry due at `now`, if any: (slot, ticket).
@@ -332,11 +338,7 @@ impl TimerQueue {
         if at > self.offset(now) {
             return None;
         }
-        let e = match lane {
-            Some(n) => self.lanes[n].fifo.pop(),
-            None => self.late.pop().map(|r| r.0),
-        }?;
-        self.head = self.scan();
+        let e = self.pop_from(lane)?;
         Some((e.slot, e.ticket))
     }
 

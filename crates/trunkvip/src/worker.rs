@@ -19,8 +19,8 @@
 //! Each worker loops: wait for its inbox, its control channel, its own
 //! sockets (a lone worker) or the core's next deadline (`poll_timeout`),
 //! feed the core all that is ready, then send all it has to send and log
-//! its events. Time is `tokio::time::Instant` turned
-//! into `std::time::Instant`, so tests can pause the clock.
+//! its events. Time is `tokio::time::Instant` turned into
+//! `std::time::Instant`, so tests can pause the clock.
 
 use std::future::Future;
 use std::net::SocketAddr;
