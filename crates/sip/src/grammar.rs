@@ -168,13 +168,22 @@ fn long_run_of(s: &[u8], class: u16) -> usize {
     n + run_of(&s[n..], class)
 }
 
+/// Each byte of a word set to 1.
+pub(crate) const BYTES_ONE: u64 = 0x0101_0101_0101_0101;
+
+/// The bytes of `w` below `n` (at most 0x80), each flagged by its high
+/// bit, eight at a time. The lowest flag is exact and none is set without
+/// such a byte; bytes above the lowest may be flagged falsely.
+#[inline(always)]
+pub(crate) fn bytes_below(w: u64, n: u8) -> u64 {
+    w.wrapping_sub(BYTES_ONE * u64::from(n)) & !w & (BYTES_ONE << 7)
+}
+
 /// Whether `s` holds white space. The callers expect none: a word at a
 /// time, any byte below 0x21 (all four are) flags the exact test.
 #[inline]
 pub(crate) fn any_ws(s: &[u8]) -> bool {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    // Exact for "some byte is below 0x21" (the bound is below 0x80).
-    let low_in = |w: u64| w.wrapping_sub(LO * 0x21) & !w & (LO << 7) != 0;
+    let low_in = |w: u64| bytes_below(w, 0x21) != 0;
     let low = match s.last_chunk::<8>() {
         // The last eight bytes as one more word, overlapping the others,
         // instead of a byte loop over the remainder.

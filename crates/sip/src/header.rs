@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::grammar::{bytes_below, BYTES_ONE};
+
 /// A header name as the proxy knows it. Names compare case-insensitively
 /// and compact forms (RFC 3261 section 7.3.3) map to the full name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -210,11 +212,8 @@ fn load_le(name: &[u8]) -> u128 {
 /// The first `:` among the 8 bytes of `w`, as a byte index.
 #[inline]
 fn colon_in(w: u64) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    let x = w ^ (LO * u64::from(b':'));
-    // The lowest flagged byte is the first zero byte of `x` (bytes above
-    // it may be flagged falsely, never below, and none without a zero).
-    let z = x.wrapping_sub(LO) & !x & (LO << 7);
+    // The first zero byte of `x` is the first colon.
+    let z = bytes_below(w ^ (BYTES_ONE * u64::from(b':')), 1);
     (z != 0).then(|| (z.trailing_zeros() / 8) as usize)
 }
 
