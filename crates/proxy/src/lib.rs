@@ -44,6 +44,8 @@ mod salvage;
 mod timer;
 mod wire;
 
+use trunkvip_sip::find_byte;
+
 pub use crate::config::{
     CarrierTarget, ConfigError, DialogConfig, EdgeConfig, HealthConfig, ProxyConfig, Timers,
 };
@@ -82,26 +84,53 @@ pub fn shard_of(data: &[u8], shards: usize) -> usize {
 /// True when a message is the answer to one of our health probes (its
 /// Call-ID starts with `tvp-`): it belongs to the probing worker.
 pub fn is_probe(data: &[u8]) -> bool {
-    find_call_id(data).is_some_and(|c| c.starts_with(b"tvp-"))
+    find_call_id(data).is_some_and(|c| c.starts_with(PROBE_PREFIX))
 }
 
-fn find_call_id(data: &[u8]) -> Option<&[u8]> {
-    let head_end = memchr_crlfcrlf(data).unwrap_or(data.len());
-    for line in data[..head_end].split(|&c| c == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&c| c == b':') else {
-            continue;
-        };
-        let name = line[..colon].trim_ascii();
-        if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
-            return Some(line[colon + 1..].trim_ascii());
-        }
+/// [`shard_of`], with probe answers on worker 0 as [`is_probe`] says, in
+/// one look for the Call-ID: what a shell calls per datagram.
+pub fn owner_of(data: &[u8], shards: usize) -> usize {
+    if shards <= 1 {
+        return 0;
     }
-    None
+    match find_call_id(data) {
+        Some(cid) if cid.starts_with(PROBE_PREFIX) => 0,
+        Some(cid) => (hash::fnv1a(cid) % shards as u64) as usize,
+        None => 0,
+    }
 }
 
-fn memchr_crlfcrlf(d: &[u8]) -> Option<usize> {
-    d.windows(4).position(|w| w == b"\r\n\r\n")
+const PROBE_PREFIX: &[u8] = b"tvp-";
+
+/// The Call-ID's value, trimmed, looked for line by line up to the end of
+/// the header: only lines starting `c`, `C`, `i` or `I` are looked at.
+fn find_call_id(data: &[u8]) -> Option<&[u8]> {
+    let mut rest = data;
+    // The start line is no header.
+    let nl = find_byte(b'\n', rest)?;
+    rest = &rest[nl + 1..];
+    loop {
+        let end = find_byte(b'\n', rest).unwrap_or(rest.len());
+        let line = &rest[..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        match line.first() {
+            // The blank line: the header is over.
+            None => return None,
+            Some(b'c' | b'C' | b'i' | b'I') => {
+                if let Some(colon) = find_byte(b':', line) {
+                    let name = line[..colon].trim_ascii();
+                    if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
+                        return Some(line[colon + 1..].trim_ascii());
+                    }
+                }
+            }
+            Some(_) => {}
+        }
+        if end == rest.len() {
+            return None;
+        }
+        rest = &rest[end + 1..];
+    }
 }
 
 #[cfg(test)]
@@ -115,5 +144,35 @@ mod tests {
         assert_eq!(shard_of(a, 4), shard_of(b, 4));
         assert_eq!(shard_of(b"garbage", 4), 0);
         assert!(is_probe(b"SIP/2.0 200 OK\r\nCall-ID: tvp-1-0-3@h\r\n\r\n"));
+    }
+
+    #[test]
+    fn call_id_found_only_in_the_header() {
+        let cases: &[(&[u8], Option<&[u8]>)] = &[
+            (
+                b"BYE sip:x SIP/2.0\r\nVia: a\r\ncall-ID :  k@h \r\n\r\n",
+                Some(b"k@h"),
+            ),
+            (b"BYE sip:x SIP/2.0\nI: k\n\n", Some(b"k")),
+            (
+                b"BYE sip:x SIP/2.0\r\nCSeq: 1 BYE\r\nContact: <sip:c>\r\ni:k",
+                Some(b"k"),
+            ),
+            // In the body, or a longer name: not the Call-ID.
+            (
+                b"BYE sip:x SIP/2.0\r\nCall-Info: x\r\n\r\nCall-ID: body",
+                None,
+            ),
+            (b"Call-ID: start-line-only", None),
+            (b"", None),
+        ];
+        for (msg, want) in cases {
+            assert_eq!(find_call_id(msg), *want, "{}", String::from_utf8_lossy(msg));
+        }
+        let probe = b"SIP/2.0 200 OK\r\nCall-ID: tvp-1-0-3@h\r\n\r\n";
+        assert_eq!(owner_of(probe, 4), 0);
+        let call = b"INVITE sip:x SIP/2.0\r\nCall-ID: abc@h\r\n\r\n";
+        assert_eq!(owner_of(call, 4), shard_of(call, 4));
+        assert_eq!(owner_of(call, 1), 0);
     }
 }

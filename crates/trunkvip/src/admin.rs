@@ -207,9 +207,12 @@ pub fn metrics(transports: &Transports, snaps: &[Snapshot]) -> String {
         "# TYPE trunkvip_workers gauge\ntrunkvip_workers {}\n\
          # TYPE trunkvip_connections gauge\ntrunkvip_connections {}\n\
          # TYPE trunkvip_in_flight gauge\ntrunkvip_in_flight {in_flight}\n\
-         # TYPE trunkvip_draining gauge\ntrunkvip_draining {draining}\n",
+         # TYPE trunkvip_draining gauge\ntrunkvip_draining {draining}\n\
+         # TYPE trunkvip_inbox_full_drops_total counter\n\
+         trunkvip_inbox_full_drops_total {}\n",
         transports.workers.len(),
         transports.conns.len(),
+        transports.inbox_full.load(Ordering::Relaxed),
     );
     transports.conns.metrics(&mut out);
     crate::capture::metrics(&mut out);

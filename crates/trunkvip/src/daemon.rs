@@ -95,15 +95,20 @@ pub async fn start(config: Config) -> Result<Daemon, String> {
         Some(files) => Some(Arc::new(TlsState::load(files)?)),
         None => None,
     };
-    let mut udp_sock = None;
+    let mut udp_socks = vec![];
     let mut listeners = vec![];
     for l in &config.listen {
         let err = |e: io::Error| format!("listen {l}: {e}");
         match l.transport {
-            Transport::Udp => udp_sock = Some(Arc::new(udp::bind(l.addr, true).map_err(err)?)),
+            Transport::Udp => {
+                for s in udp::bind_group(l.addr, config.workers).map_err(err)? {
+                    udp_socks.push(Arc::new(UdpSocket::from_std(s).map_err(err)?));
+                }
+            }
             t => listeners.push((bind_tcp(l.addr).map_err(err)?, t)),
         }
     }
+    let udp_sock = udp_socks.first().cloned();
     let (host_sock, host_port) = bind_host_socket(&config)
         .map_err(|e| format!("host_address {}: {e}", config.host_address))?;
     let host_sock = host_sock.map(Arc::new);
@@ -167,29 +172,25 @@ pub async fn start(config: Config) -> Result<Daemon, String> {
         edge_ips: resolved.edges.iter().map(|f| f.address.ip()).collect(),
         carrier_allow: config.carrier_allow.clone(),
         draining: AtomicBool::new(false),
+        inbox_full: Default::default(),
     });
 
     if let Some(p) = &config.pair {
         let _ = crate::pair::LINK.set(crate::pair::spawn(p.clone(), transports.workers.clone()));
         info!(peer = %p.peer, listen = %p.listen, "pair sync with {}", p.peer);
     }
-    crate::capture::note_udp_sockets(udp_sock.iter().chain(&host_sock).map(|s| &**s));
-    let mut direct = worker::DirectUdp {
-        service: udp_sock.map(|s| udp::UdpInput::new(s, false)),
-        host: host_sock.map(|s| udp::UdpInput::new(s, true)),
-    };
-    if config.workers > 1 {
-        for input in [direct.service.take(), direct.host.take()]
-            .into_iter()
-            .flatten()
-        {
-            tokio::spawn(udp::receive(input, transports.clone()));
-        }
-    }
+    crate::capture::note_udp_sockets(udp_socks.iter().chain(&host_sock).map(|s| &**s));
+    // Each worker reads its own service socket; the host socket, whose
+    // datagrams all belong to the probing worker, is worker 0's.
+    let mut host = host_sock.map(|s| udp::UdpInput::new(s, true));
+    let mut service = udp_socks.into_iter();
     for (n, inbox) in inboxes.into_iter().enumerate() {
         let pc = config.proxy_config(&resolved, host_port, instance, n == 0);
         let core = Core::new(pc, worker::now()).map_err(|e| format!("configuration: {e}"))?;
-        let direct = std::mem::take(&mut direct);
+        let direct = worker::DirectUdp {
+            service: service.next().map(|s| udp::UdpInput::new(s, false)),
+            host: host.take(),
+        };
         tokio::spawn(worker::run(n, core, inbox, direct, transports.clone()));
     }
     for (l, t) in listeners {

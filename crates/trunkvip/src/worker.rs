@@ -2,13 +2,20 @@
 //!
 //! # Sharding
 //!
-//! The task that receives a datagram or frames a TCP/TLS message calls
-//! [`trunkvip_proxy::shard_of`] on it (a hash of its Call-ID) and hands it
-//! to that worker's inbox, a FIFO channel. Every message of a transaction
-//! and of a dialog carries the same Call-ID, so each is handled by one
-//! worker in arrival order: a 200 never overtakes its 180. Answers to
-//! health probes (see [`trunkvip_proxy::is_probe`]) and whatever arrives
-//! at the host socket go to worker 0.
+//! Every message of a transaction and of a dialog carries the same
+//! Call-ID; [`trunkvip_proxy::shard_of`] (a hash of it) names the worker
+//! that owns it, so each is handled by one worker in arrival order: a 200
+//! never overtakes its 180. Answers to health probes (see
+//! [`trunkvip_proxy::is_probe`]) and whatever arrives at the host socket
+//! belong to worker 0.
+//!
+//! Each worker reads its own UDP socket of the service address
+//! (SO_REUSEPORT: the kernel picks the socket by source address and port,
+//! so one source's datagrams all reach one worker, in order). It handles
+//! what it owns in place and hands the rest to the owner's inbox, a FIFO
+//! channel; the tasks that frame TCP and TLS messages hand each to its
+//! owner the same way. Either way a source's messages reach their owner in
+//! the order they came.
 //!
 //! Only worker 0 probes the Edges (`health_probing`); its
 //! [`Event::EdgeHealth`] is broadcast to the others
@@ -17,7 +24,7 @@
 //! everywhere.
 //!
 //! Each worker loops: wait for its inbox, its control channel, its own
-//! sockets (a lone worker) or the core's next deadline (`poll_timeout`),
+//! sockets or the core's next deadline (`poll_timeout`),
 //! feed the core all that is ready, then send all it has to send and log
 //! its events. Time is `tokio::time::Instant` turned into
 //! `std::time::Instant`, so tests can pause the clock.
@@ -124,9 +131,10 @@ pub async fn snapshots(transports: &Transports) -> Vec<Snapshot> {
     out
 }
 
-/// The UDP sockets a lone worker reads itself: with one worker there is
-/// nothing to shard, and a hop through a receive task and the inbox would
-/// cost a task wake-up and a queue per datagram.
+/// The UDP sockets a worker reads itself: its own socket of the service
+/// address (SO_REUSEPORT, one per worker) and, for worker 0, the host
+/// socket. A datagram another worker owns is handed to its inbox; the rest
+/// are handled in place, with no receive task and no queue between.
 #[derive(Debug, Default)]
 pub struct DirectUdp {
     pub service: Option<UdpInput>,
@@ -182,8 +190,9 @@ pub async fn run(
         if armed.is_some_and(|d| d <= t) {
             armed = None;
         }
+        let own = direct.service.as_ref().map(UdpInput::socket);
         while let Some(t) = core.poll_transmit() {
-            transports.send(t).await;
+            transports.send(t, own).await;
         }
         let mut edge_health = false;
         while let Some(e) = core.poll_event() {
@@ -235,8 +244,16 @@ fn feed(
                 break;
             };
             udp::log_in(transports, &from, &data);
-            core.handle(now(), from, data);
-            fed = true;
+            let owner = match transports.workers.len() {
+                1 => index,
+                _ => transports.shard(&data, input.host_side),
+            };
+            if owner == index {
+                core.handle(now(), from, data);
+                fed = true;
+            } else {
+                transports.hand_off(owner, from, data);
+            }
         }
     }
     for _ in 0..BATCH {

@@ -90,6 +90,7 @@ fn keepalive_metrics_and_signals() {
         "trunkvip_edge_healthy{worker=\"0\",edge=\"EDGE-1\"} 0",
         "trunkvip_workers 2",
         "trunkvip_draining 0",
+        "trunkvip_inbox_full_drops_total 0",
     ] {
         assert!(m.contains(series), "no {series} in\n{m}");
     }

@@ -16,13 +16,15 @@ pub mod udp;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use ipnet::IpNet;
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use tokio_rustls::rustls::pki_types::ServerName;
-use tracing::{debug, enabled, Level};
+use tracing::{debug, enabled, warn, Level};
 use trunkvip_proxy::{Incoming, Origin, Transmit, Transport};
 use trunkvip_sip::Message;
 
@@ -54,6 +56,8 @@ pub struct Transports {
     pub carrier_allow: Vec<IpNet>,
     /// Set by SIGTERM.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Datagrams dropped because the worker that owns them was full.
+    pub inbox_full: AtomicU64,
 }
 
 impl Transports {
@@ -69,25 +73,33 @@ impl Transports {
     /// The worker for a message: the probing worker (0) for probe answers
     /// and anything arriving at the host socket, else by Call-ID.
     pub fn shard(&self, data: &[u8], host_side: bool) -> usize {
-        if host_side || trunkvip_proxy::is_probe(data) {
+        if host_side {
             0
         } else {
-            trunkvip_proxy::shard_of(data, self.workers.len())
+            trunkvip_proxy::owner_of(data, self.workers.len())
         }
     }
 
-    pub async fn dispatch_datagram(&self, incoming: Incoming, data: Bytes, host_side: bool) {
-        let n = self.shard(&data, host_side);
-        if enabled!(Level::DEBUG) {
-            if let Ok(m) = Message::parse_datagram(data.clone(), &self.limits) {
-                self.log_in(&m, &incoming);
-            }
-        }
-        // A closed inbox means shutdown.
-        let _ = self.workers[n]
+    /// Hands a datagram read by another worker to worker `n`, without
+    /// waiting: a worker never blocks on another. A full inbox drops the
+    /// datagram, as a full socket buffer would have (the sender
+    /// retransmits), and counts it.
+    pub fn hand_off(&self, n: usize, incoming: Incoming, data: Bytes) {
+        match self.workers[n]
             .work
-            .send(Work::Datagram(incoming, data))
-            .await;
+            .try_send(Work::Datagram(incoming, data))
+        {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let dropped = self.inbox_full.fetch_add(1, Ordering::Relaxed) + 1;
+                // One line per thousand: a storm must not flood the log.
+                if dropped % 1000 == 1 {
+                    warn!(worker = n, dropped, "worker inbox full: datagram dropped");
+                }
+            }
+            // A closed inbox means shutdown.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
     }
 
     pub async fn dispatch_message(&self, incoming: Incoming, msg: Message, host_side: bool) {
@@ -110,8 +122,9 @@ impl Transports {
         }
     }
 
-    /// Sends what a core produced.
-    pub async fn send(self: &Arc<Self>, t: Transmit) {
+    /// Sends what a core produced; a worker's UDP leaves from `own`, its
+    /// socket of the service address.
+    pub async fn send(self: &Arc<Self>, t: Transmit, own: Option<&UdpSocket>) {
         if enabled!(Level::DEBUG) {
             if let Ok(m) = Message::parse_datagram(t.payload.clone(), &self.limits) {
                 self.log_out(&m, &t);
@@ -120,8 +133,8 @@ impl Transports {
         match t.transport {
             Transport::Udp => {
                 let sock = match t.origin {
-                    Origin::Host => self.host_udp.as_ref().or(self.udp.as_ref()),
-                    Origin::Service => self.udp.as_ref(),
+                    Origin::Host => self.host_udp.as_deref().or(own).or(self.udp.as_deref()),
+                    Origin::Service => own.or(self.udp.as_deref()),
                 };
                 let Some(sock) = sock else {
                     debug!(destination = %t.destination, "no udp socket for this message: dropped");

@@ -26,7 +26,30 @@ const BUFFER_BYTES: usize = 8 * 1024 * 1024;
 /// Binds a UDP socket. With `freebind` the address need not be on an
 /// interface yet (IP_FREEBIND, IPV6_FREEBIND).
 pub fn bind(addr: SocketAddr, freebind: bool) -> io::Result<UdpSocket> {
+    UdpSocket::from_std(bind_std(addr, freebind, false)?)
+}
+
+/// The service address bound `n` times with SO_REUSEPORT, one socket per
+/// worker: the kernel spreads sources over them by address and port, so
+/// each source's datagrams reach one worker, in order, with no receive
+/// task between (see [`crate::worker`]). The sockets are std ones, for
+/// the runtime of the worker that reads each.
+pub fn bind_group(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::UdpSocket>> {
+    let first = bind_std(addr, true, n > 1)?;
+    // Port 0 is chosen once, by the first bind.
+    let addr = first.local_addr()?;
+    let mut group = vec![first];
+    for _ in 1..n {
+        group.push(bind_std(addr, true, true)?);
+    }
+    Ok(group)
+}
+
+fn bind_std(addr: SocketAddr, freebind: bool, reuse_port: bool) -> io::Result<std::net::UdpSocket> {
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if reuse_port {
+        sock.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
     }
@@ -38,7 +61,7 @@ pub fn bind(addr: SocketAddr, freebind: bool) -> io::Result<UdpSocket> {
     }
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
-    UdpSocket::from_std(sock.into())
+    Ok(sock.into())
 }
 
 pub(crate) fn set_freebind(sock: &Socket, addr: SocketAddr) -> io::Result<()> {
@@ -81,6 +104,10 @@ pub struct UdpInput {
 }
 
 impl UdpInput {
+    pub fn socket(&self) -> &UdpSocket {
+        &self.sock
+    }
+
     pub fn new(sock: Arc<UdpSocket>, host_side: bool) -> Self {
         let local = sock.local_addr().ok();
         Self {
@@ -94,13 +121,8 @@ impl UdpInput {
 
     /// The next datagram worth proxying, copied out of the receive buffer
     /// (a message may live as long as its transaction; a slice of a shared
-    /// 64 KiB buffer would pin all of it).
-    pub async fn recv(&mut self) -> (Incoming, Bytes) {
-        std::future::poll_fn(|cx| self.poll_recv(cx)).await
-    }
-
-    /// [`Self::recv`] as a poll: a worker drains its sockets in one wake-up
-    /// without a future per datagram.
+    /// 64 KiB buffer would pin all of it). A poll, so a worker drains its
+    /// sockets in one wake-up without a future per datagram.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<(Incoming, Bytes)> {
         loop {
             if let Some(p) = self.pause.as_mut() {
@@ -136,8 +158,7 @@ impl UdpInput {
     }
 }
 
-/// The debug log line of a datagram a lone worker read itself (others are
-/// logged by [`Transports::dispatch_datagram`]).
+/// The debug log line of a datagram a worker read from its socket.
 pub fn log_in(transports: &Transports, incoming: &Incoming, data: &Bytes) {
     if tracing::enabled!(tracing::Level::DEBUG) {
         if let Ok(m) = trunkvip_sip::Message::parse_datagram(data.clone(), &transports.limits) {
@@ -146,13 +167,38 @@ pub fn log_in(transports: &Transports, incoming: &Incoming, data: &Bytes) {
     }
 }
 
-/// Reads datagrams and hands each to its worker (with several workers;
-/// a lone worker reads its sockets itself, see [`crate::worker::run`]).
-pub async fn receive(mut input: UdpInput, transports: Arc<Transports>) {
-    loop {
-        let (incoming, data) = input.recv().await;
-        transports
-            .dispatch_datagram(incoming, data, input.host_side)
-            .await;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_shares_one_port_and_each_source_sticks_to_one_socket() {
+        // Port 0: the first bind picks it, the others join it.
+        let group = bind_group("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let to = group[0].local_addr().unwrap();
+        assert!(group.iter().all(|s| s.local_addr().unwrap() == to));
+        let mut sockets_seen = std::collections::HashSet::new();
+        for _ in 0..16 {
+            let source = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            for n in 0..5u8 {
+                source.send_to(&[n], to).unwrap();
+            }
+            // Loopback delivers within send_to: all five wait in one
+            // socket of the group, in order.
+            let mut got = vec![];
+            let mut buf = [0u8; 4];
+            for (i, s) in group.iter().enumerate() {
+                while let Ok((_, from)) = s.recv_from(&mut buf) {
+                    assert_eq!(from, source.local_addr().unwrap());
+                    got.push((i, buf[0]));
+                }
+            }
+            let socket = got.first().expect("nothing received").0;
+            assert_eq!(got, (0..5).map(|n| (socket, n)).collect::<Vec<_>>());
+            sockets_seen.insert(socket);
+        }
+        // 16 sources over 3 sockets all on one: the kernel ignored
+        // SO_REUSEPORT (odds otherwise 3 in 43 million).
+        assert!(sockets_seen.len() > 1, "{sockets_seen:?}");
     }
 }
