@@ -2,9 +2,9 @@
 //! that owns its Call-ID, what the cores send goes out on the right socket
 //! or connection.
 //!
-//! - [`udp`]: the service socket (the VIP) and the host socket that health
-//!   probes leave from, through socket2 with large buffers and
-//!   IP_FREEBIND.
+//! - [`udp`]: the service sockets (the VIP, one per worker) and the host
+//!   socket that health probes leave from, through socket2 with large
+//!   buffers and IP_FREEBIND.
 //! - [`stream`]: TCP and TLS connections, inbound and outbound, in one
 //!   registry so that responses and in-dialog requests go back over the
 //!   connection the peer opened.

@@ -1,5 +1,6 @@
 //! UDP: sockets made with socket2 (large buffers, IP_FREEBIND so a backup
-//! host binds the VIP before it holds it) and the receive loop.
+//! host binds the VIP before it holds it, one socket of the service address
+//! per worker with SO_REUSEPORT) and what a worker reads from them.
 
 use std::future::Future;
 use std::io;
@@ -34,15 +35,20 @@ pub fn bind(addr: SocketAddr, freebind: bool) -> io::Result<UdpSocket> {
 /// each source's datagrams reach one worker, in order, with no receive
 /// task between (see [`crate::worker`]). The sockets are std ones, for
 /// the runtime of the worker that reads each.
+///
+/// A group would let any process of the same user join it and take a
+/// share of the datagrams, a second trunkvip started by mistake among
+/// them; so the address is first bound once without SO_REUSEPORT, which
+/// fails with "address in use" if anyone holds it, group or not.
 pub fn bind_group(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::UdpSocket>> {
-    let first = bind_std(addr, true, n > 1)?;
-    // Port 0 is chosen once, by the first bind.
-    let addr = first.local_addr()?;
-    let mut group = vec![first];
-    for _ in 1..n {
-        group.push(bind_std(addr, true, true)?);
+    let alone = bind_std(addr, true, false)?;
+    if n <= 1 {
+        return Ok(vec![alone]);
     }
-    Ok(group)
+    // Port 0 is chosen once, by the lone bind.
+    let addr = alone.local_addr()?;
+    drop(alone);
+    (0..n).map(|_| bind_std(addr, true, true)).collect()
 }
 
 fn bind_std(addr: SocketAddr, freebind: bool, reuse_port: bool) -> io::Result<std::net::UdpSocket> {
@@ -197,6 +203,9 @@ mod tests {
             assert_eq!(got, (0..5).map(|n| (socket, n)).collect::<Vec<_>>());
             sockets_seen.insert(socket);
         }
+        // Nobody else joins the group: a second one cannot bind.
+        let again = bind_group(to, 3).unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::AddrInUse);
         // 16 sources over 3 sockets all on one: the kernel ignored
         // SO_REUSEPORT (odds otherwise 3 in 43 million).
         assert!(sockets_seen.len() > 1, "{sockets_seen:?}");
