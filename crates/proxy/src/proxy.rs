@@ -1313,7 +1313,7 @@ impl Proxy {
                         .insert(txn(Bytes::new(), false, Candidates::default()));
                     self.servers += 1;
                     self.server_index.insert(skey, id as u32);
-                    self.server_final(now, id, resp, code, Some(f.call_id));
+                    self.server_final(now, id, &resp, code, Some(f.call_id));
                 }
                 return;
             }
@@ -1662,7 +1662,7 @@ impl Proxy {
             self.metrics.no_edge_503 += 1;
             let extra: &[(&str, &[u8])] = &[("Retry-After", &ra)];
             let r = self.answer(msg, Some(f), peer, 503, "Service Unavailable", extra, true);
-            self.server_final(now, id, r, 503, Some(f.call_id));
+            self.server_final(now, id, &r, 503, Some(f.call_id));
             return;
         };
         let (dest, transport) = self.hop_addr(hop);
@@ -1710,7 +1710,7 @@ impl Proxy {
                     &[("Retry-After", &ra)],
                     true,
                 );
-                self.server_final(now, id, r, 503, Some(f.call_id));
+                self.server_final(now, id, &r, 503, Some(f.call_id));
                 return;
             }
         }
@@ -1739,12 +1739,14 @@ impl Proxy {
     }
 
     /// Moves a server side to its state after a final response, and ends
-    /// a new dialog that failed or a dialog whose BYE was answered.
+    /// a new dialog that failed or a dialog whose BYE was answered. `resp`
+    /// is shared only where it is kept: the first clone of a fresh buffer
+    /// allocates.
     fn server_final(
         &mut self,
         now: Instant,
         id: usize,
-        resp: Bytes,
+        resp: &Bytes,
         code: u16,
         call_id: Option<&[u8]>,
     ) {
@@ -1762,7 +1764,7 @@ impl Proxy {
                 self.arm(id, TimerKind::ServerLinger, now, tm.t1 * 64);
             } else {
                 s.state = SState::Completed;
-                s.response = Some(resp);
+                s.response = Some(resp.clone());
                 s.g_interval = ms(tm.t1);
                 if !reliable {
                     self.arm(id, TimerKind::ServerRetransmit, now, tm.t1);
@@ -1772,7 +1774,7 @@ impl Proxy {
             }
         } else {
             s.state = SState::Completed;
-            s.response = Some(resp);
+            s.response = Some(resp.clone());
             // Timer J: absorb retransmissions (0 on reliable transports).
             let j = if reliable { Duration::ZERO } else { tm.t1 * 64 };
             self.arm(id, TimerKind::ServerLinger, now, j);
@@ -2265,10 +2267,10 @@ impl Proxy {
             return;
         }
         let payload = self.without_top_via(msg, f);
-        self.send_to(peer, payload.clone());
         if code >= 200 && state == SState::Proceeding {
-            self.server_final(now, id, payload, code, Some(f.call_id));
+            self.server_final(now, id, &payload, code, Some(f.call_id));
         }
+        self.send_to(peer, payload);
     }
 
     /// A 2xx on an abandoned branch: ACK it and hang up, so no ghost call
@@ -2566,7 +2568,7 @@ impl Proxy {
                 };
                 let r = self.answer(&req, Some(&f), peer, code, reason, &[], true);
                 let cid = Some(f.call_id);
-                self.server_final(now, id, r, code, cid);
+                self.server_final(now, id, &r, code, cid);
             }
             TimerKind::ClientLinger => {
                 self.remove_client(id);
