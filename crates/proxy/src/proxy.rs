@@ -93,20 +93,11 @@ impl<'m> TopVia<'m> {
         t
     }
 
-    /// The top Via of `msg`. A value with no quote or angle bracket ends
-    /// at its first comma: no need for the general list splitter.
+    /// The top Via of `msg`.
     pub(crate) fn of(msg: &'m Message) -> Option<Self> {
-        let line = msg.header(HeaderName::Via)?;
-        let request = msg.is_request();
         // No combinators on the way: each would move the large Via again.
-        if find_byte2(b'"', b'<', line).is_none() {
-            let first = find_byte(b',', line).map_or(line, |n| &line[..n]);
-            if let Some(v) = Via::parse(trim_ws(first)) {
-                return Some(TopVia::new(v, request));
-            }
-        }
         match msg.top_via() {
-            Ok(v) => Some(TopVia::new(v, request)),
+            Ok(v) => Some(TopVia::new(v, msg.is_request())),
             Err(_) => None,
         }
     }
@@ -120,22 +111,6 @@ impl<'m> TopVia<'m> {
 
 fn is_ws(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\r' | b'\n')
-}
-
-fn trim_ws(mut s: &[u8]) -> &[u8] {
-    while let [first, rest @ ..] = s {
-        if !is_ws(*first) {
-            break;
-        }
-        s = rest;
-    }
-    while let [rest @ .., last] = s {
-        if !is_ws(*last) {
-            break;
-        }
-        s = rest;
-    }
-    s
 }
 
 /// The parameters of a list the parser validated (`Params::as_bytes`):
@@ -2800,6 +2775,70 @@ mod tests {
         let top = TopVia::of(&msg).unwrap();
         assert_eq!(top.via.raw, msg.top_via().unwrap().raw);
         assert_eq!(top.branch, Some(&b"z9hG4bKx"[..]));
+    }
+
+    #[test]
+    fn top_via_as_the_list_reader_finds_it() {
+        // What `TopVia::of` did before it read `Message::top_via`: the
+        // first value up to a comma when the line holds no quote or angle.
+        fn split_first(msg: &Message) -> Option<Via<'_>> {
+            let line = msg.header(HeaderName::Via)?;
+            if find_byte2(b'"', b'<', line).is_none() {
+                let first = find_byte(b',', line).map_or(line, |n| &line[..n]);
+                let t: &[u8] = &b" \t\r\n"[..];
+                let start = first.iter().position(|c| !t.contains(c));
+                let end = first.iter().rposition(|c| !t.contains(c));
+                if let (Some(a), Some(b)) = (start, end) {
+                    if let Some(v) = Via::parse(&first[a..=b]) {
+                        return Some(v);
+                    }
+                }
+            }
+            msg.top_via().ok()
+        }
+        let mut found = [0; 2];
+        for line in [
+            &b"SIP/2.0/UDP a;branch=z9hG4bK1;rport"[..],
+            b"SIP/2.0/UDP a;branch=z9hG4bK1 , SIP/2.0/UDP b",
+            b"SIP/2.0/UDP a;branch=z9hG4bK1,SIP/2.0/UDP b",
+            b"SIP/2.0/UDP a;branch=z9hG4bK1\r\n ,SIP/2.0/UDP b",
+            b"SIP/2.0/UDP a;x=\"q,u\";branch=z9hG4bK2, SIP/2.0/UDP b",
+            b"SIP/2.0/UDP a;x=\"<\";branch=z9hG4bK2",
+            b"SIP/2.0/UDP a;x=\"open, SIP/2.0/UDP b",
+            b"SIP/2.0/UDP a;branch=<z9hG4bK3>, SIP/2.0/UDP b",
+            b"SIP/2.0/UDP <a>;branch=z9hG4bK3",
+            b"SIP/2.0/UDP a;branch=z9hG4bK4 junk, SIP/2.0/UDP b",
+            b"SIP/2.0/UDP a;branch=z9hG4bK4;, SIP/2.0/UDP b",
+            b"SIP/2.0/UDP a;branch=, SIP/2.0/UDP b",
+            b", SIP/2.0/UDP b",
+            b"SIP/2.0/UDP a:99999;branch=z9hG4bK5",
+            b"SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK6;received=192.0.2.9",
+            b"SIP / 2.0 / TCP a ;branch = z9hG4bK7 ;rport, SIP/2.0/UDP b",
+            b"SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK8",
+            b"SIP/2.0/UDP [2001:db8::1;branch=z9hG4bK8",
+            b"SIP/2.0/UDP",
+            b"SIP/2.0/UDPa;branch=z9hG4bK9",
+            b"garbage",
+        ] {
+            let mut m = b"OPTIONS sip:x SIP/2.0\r\nVia: ".to_vec();
+            m.extend_from_slice(line);
+            m.extend_from_slice(b"\r\nVia: SIP/2.0/UDP c;branch=z9hG4bKc\r\nl: 0\r\n\r\n");
+            let Ok(msg) = Message::parse(Bytes::from(m)) else {
+                continue;
+            };
+            let ours = TopVia::of(&msg).map(|t| (t.via.raw, t.branch, t.via.sent_by));
+            let before = split_first(&msg).map(|v| (v.raw, v.branch(), v.sent_by));
+            let listed = msg
+                .vias()
+                .next()
+                .and_then(Result::ok)
+                .map(|v| (v.raw, v.branch(), v.sent_by));
+            let line = String::from_utf8_lossy(line);
+            assert_eq!(ours, before, "{line}");
+            assert_eq!(ours, listed, "{line}");
+            found[usize::from(ours.is_some())] += 1;
+        }
+        assert!(found[0] >= 5 && found[1] >= 5, "{found:?}");
     }
 
     #[test]
