@@ -135,12 +135,9 @@ impl<'a> Iterator for ValidParams<'a> {
         let b = self.rest;
         if self.plain {
             let body = b.strip_prefix(b";")?;
-            let end = body
-                .iter()
-                .position(|&c| c == b';')
-                .map_or(b.len(), |n| n + 1);
+            let end = find_byte(b';', body).map_or(b.len(), |n| n + 1);
             let item = &b[1..end];
-            let (name, value) = match item.iter().position(|&c| c == b'=') {
+            let (name, value) = match find_byte(b'=', item) {
                 Some(n) => (&item[..n], Some(&item[n + 1..])),
                 None => (item, None),
             };
