@@ -2074,18 +2074,6 @@ impl Proxy {
         self.client_response(now, id, msg, &f, code);
     }
 
-    /// The response without its top Via (ours), to go upstream.
-    fn without_top_via(&mut self, msg: &Message, f: &Facts<'_>) -> Bytes {
-        let base = msg.as_bytes();
-        let (a, b) = wire::first_value_cut(base, f.via.raw);
-        let mut s = std::mem::take(&mut self.splices);
-        s.clear();
-        s.remove(a, b);
-        let out = s.apply(base);
-        self.splices = s;
-        out
-    }
-
     fn forward_stateless_response(&mut self, msg: &Message, f: &Facts<'_>) {
         let Some(Ok(next)) = msg.vias().nth(1) else {
             self.metrics.drop(DropReason::BadNextHop);
@@ -2096,7 +2084,7 @@ impl Proxy {
             return;
         };
         let transport = Transport::from_param(next.transport).unwrap_or(Transport::Udp);
-        let payload = self.without_top_via(msg, f);
+        let payload = without_top_via(msg, f.via.raw);
         self.send(dest, transport, None, payload);
     }
 
@@ -2257,7 +2245,7 @@ impl Proxy {
             self.metrics.retransmissions_absorbed += 1;
             return;
         }
-        let payload = self.without_top_via(msg, f);
+        let payload = without_top_via(msg, f.via.raw);
         if code >= 200 && state == SState::Proceeding {
             self.server_final(now, id, &payload, code, Some(f.call_id));
         }
@@ -2670,6 +2658,18 @@ fn via_fix_splices(
     }
 }
 
+/// The response without its top Via (`top`, ours), to go upstream.
+fn without_top_via(msg: &Message, top: &[u8]) -> Bytes {
+    let base = msg.as_bytes();
+    let (a, b) = wire::first_value_cut(base, top);
+    // One cut: both sides into a buffer of their size, which becomes
+    // `Bytes` as it is.
+    let mut out = Vec::with_capacity(base.len() - (b - a));
+    out.extend_from_slice(&base[..a]);
+    out.extend_from_slice(&base[b..]);
+    Bytes::from(out)
+}
+
 /// Removes the `ours` leading Route values (RFC 3261 16.4): one by
 /// cutting it from its line, more by writing the rest as one line.
 fn pop_routes(s: &mut Splices, msg: &Message, r: &Routes<'_>) {
@@ -2852,6 +2852,27 @@ mod tests {
             found[usize::from(ours.is_some())] += 1;
         }
         assert!(found[0] >= 5 && found[1] >= 5, "{found:?}");
+    }
+
+    #[test]
+    fn top_via_cut_as_splices_make_it() {
+        for vias in [
+            &b"Via: SIP/2.0/UDP a;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP b\r\n"[..],
+            b"Via: SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b\r\n",
+            b"v: SIP/2.0/UDP a;branch=z9hG4bK1 ,\r\n SIP/2.0/UDP b\r\n",
+            b"Via: SIP/2.0/UDP a\r\n ;branch=z9hG4bK1\r\n",
+        ] {
+            let mut m = b"SIP/2.0 200 OK\r\n".to_vec();
+            m.extend_from_slice(vias);
+            m.extend_from_slice(b"CSeq: 1 BYE\r\nContent-Length: 2\r\n\r\nok");
+            let msg = Message::parse(Bytes::from(m)).unwrap();
+            let top = msg.top_via().unwrap().raw;
+            let base = msg.as_bytes();
+            let (a, b) = wire::first_value_cut(base, top);
+            let mut s = Splices::default();
+            s.remove(a, b);
+            assert_eq!(without_top_via(&msg, top), s.apply(base));
+        }
     }
 
     #[test]
