@@ -25,7 +25,7 @@ use trunkvip_sip::{
 };
 
 use crate::config::ProxyConfig;
-use crate::dialogs::{DialogState, DialogTable};
+use crate::dialogs::{Call, Dialog, DialogState, DialogTable};
 use crate::edges::EdgePool;
 use crate::hash::{fnv1a, random_key, Fnv, Gather, HashKeyed};
 use crate::io::{ConnectionId, Incoming, Origin, Transmit, Transport};
@@ -1169,7 +1169,10 @@ impl Proxy {
         // Requests of a dialog we hold were admitted with its INVITE; the
         // limit is on new work (a forged To tag with an unknown Call-ID
         // still counts).
-        let known_dialog = f.to_tag.is_some() && self.dialogs.get(f.call_id).is_some();
+        let call = self.dialogs.call(f.call_id);
+        // Looked up once, for this and for routing.
+        let dialog = self.dialogs.get(call).copied();
+        let known_dialog = f.to_tag.is_some() && dialog.is_some();
         if from_edge.is_none() && !known_dialog {
             match self.limiter.check(now, incoming.source.ip()) {
                 crate::ratelimit::Verdict::Pass => {}
@@ -1276,7 +1279,8 @@ impl Proxy {
             client: None,
             armed: Armed::default(),
         };
-        let (first, rest, new_dialog) = match self.route(msg, &f, from_edge, f.to_tag.is_some()) {
+        let in_dialog = f.to_tag.is_some();
+        let (first, rest, new_dialog) = match self.route(msg, &f, from_edge, in_dialog, dialog) {
             Ok(x) => x,
             Err((code, reason)) => {
                 let resp = if code == 503 {
@@ -1323,7 +1327,7 @@ impl Proxy {
         let id = self.txns.insert(txn(request, new_dialog, rest));
         self.servers += 1;
         self.server_index.insert(skey, id as u32);
-        self.forward_next(now, id, Some(first), Some((msg, &f)));
+        self.forward_next(now, id, Some(first), Some((msg, &f, call)));
     }
 
     /// RFC 3261 16.3 step 4: a Via of ours whose branch carries this very
@@ -1396,8 +1400,9 @@ impl Proxy {
     /// Picks the hops of a request: the Edges of a new dialog from the
     /// carrier, the carriers for a new dialog from an Edge, and for an
     /// in-dialog request the one hop its Route or its Call-ID names.
-    /// Returns the first hop, the rest for failover, and whether the
-    /// request starts a dialog.
+    /// `dialog`: the Call-ID's entry, which the caller looked up. Returns
+    /// the first hop, the rest for failover, and whether the request starts
+    /// a dialog.
     #[allow(clippy::type_complexity)]
     fn route(
         &mut self,
@@ -1405,10 +1410,10 @@ impl Proxy {
         f: &Facts<'_>,
         from_edge: Option<u16>,
         in_dialog: bool,
+        dialog: Option<Dialog>,
     ) -> Result<(Hop, Candidates, bool), (u16, &'static str)> {
         let call_id = f.call_id;
         let r = f.routes;
-        let dialog = self.dialogs.get(call_id).copied();
         let one = |h| Ok((h, Candidates::default(), false));
         if in_dialog || r.edge.is_some() {
             let edge = r.edge.map(|e| e as u16).or(dialog.map(|d| d.edge));
@@ -1615,12 +1620,12 @@ impl Proxy {
         now: Instant,
         mut id: usize,
         first: Option<Hop>,
-        live: Option<(&Message, &Facts<'_>)>,
+        live: Option<(&Message, &Facts<'_>, Call<'_>)>,
     ) {
         let held;
         let held_facts;
-        let (msg, f) = match live {
-            Some(x) => x,
+        let (msg, f, call) = match live {
+            Some((m, f, call)) => (m, f, Some(call)),
             None => {
                 let t = &self.txns[id];
                 let Some(m) = reparse(&t.request) else { return };
@@ -1629,7 +1634,7 @@ impl Proxy {
                     return;
                 };
                 held_facts = hf;
-                (&held, &held_facts)
+                (&held, &held_facts, None)
             }
         };
         if self.txns[id].client.is_some() {
@@ -1685,7 +1690,12 @@ impl Proxy {
         if let (true, Some(e)) = (new_dialog && invite, dialog_edge) {
             if self
                 .dialogs
-                .bind(now, f.call_id, e, from_edge.is_some())
+                .bind(
+                    now,
+                    call.unwrap_or_else(|| self.dialogs.call(f.call_id)),
+                    e,
+                    from_edge.is_some(),
+                )
                 .is_err()
             {
                 let t = &mut self.txns[id];
@@ -1875,7 +1885,8 @@ impl Proxy {
         // ACK for a 2xx: end to end, routed like any in-dialog request,
         // statelessly (it gets no response).
         let from_edge = from_edge.map(|e| e as u16);
-        let Ok((hop, _, _)) = self.route(msg, f, from_edge, true) else {
+        let dialog = self.dialogs.get(self.dialogs.call(f.call_id)).copied();
+        let Ok((hop, _, _)) = self.route(msg, f, from_edge, true, dialog) else {
             self.metrics.drop(DropReason::StrayAck);
             return;
         };
