@@ -10,6 +10,8 @@
 //! 16.6 step 8), `id` tells our branches (both hosts' when paired) from
 //! anyone else's.
 
+use trunkvip_sip::find_byte;
+
 use crate::wire::push_hex;
 
 pub(crate) const PREFIX: &[u8] = b"z9hG4bKtv";
@@ -59,38 +61,110 @@ const NOT_HEX: u8 = 0xff;
 
 pub(crate) fn parse(b: &[u8]) -> Option<Branch> {
     let rest = b.strip_prefix(PREFIX)?;
-    // One pass: three dot-separated hex fields of at most 16 digits.
-    let mut fields = [0u64; 3];
-    let (mut field, mut digits) = (0, 0);
-    for &c in rest {
-        if c == b'.' {
-            if digits == 0 || field == 2 {
-                return None;
-            }
-            field += 1;
-            digits = 0;
-            continue;
-        }
-        let d = HEX[usize::from(c)];
-        if d == NOT_HEX || digits == 16 {
-            return None;
-        }
-        fields[field] = fields[field] << 4 | u64::from(d);
-        digits += 1;
-    }
-    if field != 2 || digits == 0 {
+    // Three dot-separated hex fields of 1 to 16 digits: a dot in the last
+    // is not a digit.
+    let dot = find_byte(b'.', rest)?;
+    let (id, rest) = (&rest[..dot], &rest[dot + 1..]);
+    let dot = find_byte(b'.', rest)?;
+    let (tx, loop_hash) = (&rest[..dot], &rest[dot + 1..]);
+    Some(Branch {
+        id: u32::try_from(hex(id)?).ok()?,
+        tx: hex(tx)?,
+        loop_hash: u32::try_from(hex(loop_hash)?).ok()?,
+    })
+}
+
+/// The value of 1 to 16 hex digits; one test for them all, at the end.
+fn hex(field: &[u8]) -> Option<u64> {
+    if field.is_empty() || field.len() > 16 {
         return None;
     }
-    Some(Branch {
-        id: u32::try_from(fields[0]).ok()?,
-        tx: fields[1],
-        loop_hash: u32::try_from(fields[2]).ok()?,
-    })
+    let (mut v, mut seen) = (0u64, 0u8);
+    for &c in field {
+        let d = HEX[usize::from(c)];
+        seen |= d;
+        v = v << 4 | u64::from(d & 0xf);
+    }
+    (seen & 0xf0 == 0).then_some(v)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The parser as it was, one byte at a time: the reference.
+    fn parse_bytewise(b: &[u8]) -> Option<Branch> {
+        let rest = b.strip_prefix(PREFIX)?;
+        let mut fields = [0u64; 3];
+        let (mut field, mut digits) = (0, 0);
+        for &c in rest {
+            if c == b'.' {
+                if digits == 0 || field == 2 {
+                    return None;
+                }
+                field += 1;
+                digits = 0;
+                continue;
+            }
+            let d = HEX[usize::from(c)];
+            if d == NOT_HEX || digits == 16 {
+                return None;
+            }
+            fields[field] = fields[field] << 4 | u64::from(d);
+            digits += 1;
+        }
+        if field != 2 || digits == 0 {
+            return None;
+        }
+        Some(Branch {
+            id: u32::try_from(fields[0]).ok()?,
+            tx: fields[1],
+            loop_hash: u32::try_from(fields[2]).ok()?,
+        })
+    }
+
+    #[test]
+    fn parses_as_the_bytewise_reader() {
+        let mut base = vec![];
+        write(&mut base, 0x1234_abcd, 0xfedc_ba98_7654_3210, 0x0bad_cafe);
+        let mut inputs = vec![base.clone()];
+        // Every byte of a real branch replaced by each interesting byte,
+        // and every length of it.
+        for at in 0..base.len() {
+            for c in [
+                b'.', b'0', b'9', b'a', b'f', b'g', b'A', b'F', b'G', b'/', b':', b'@', b'`', 0xff,
+                0,
+            ] {
+                let mut v = base.clone();
+                v[at] = c;
+                inputs.push(v);
+            }
+            inputs.push(base[..at].to_vec());
+            let mut v = base.clone();
+            v.insert(at, b'0');
+            inputs.push(v);
+        }
+        for s in [
+            &b"z9hG4bKtv1.0000000000000000.1"[..],
+            b"z9hG4bKtv100000000.1.1",
+            b"z9hG4bKtvffffffff.1.ffffffff",
+            b"z9hG4bKtv1.2.3.",
+            b"z9hG4bKtv...",
+        ] {
+            inputs.push(s.to_vec());
+        }
+        let mut parsed = 0;
+        for v in &inputs {
+            assert_eq!(
+                parse(v),
+                parse_bytewise(v),
+                "{}",
+                String::from_utf8_lossy(v)
+            );
+            parsed += usize::from(parse(v).is_some());
+        }
+        assert!(parsed > 100, "{parsed}");
+    }
 
     #[test]
     fn round_trip() {

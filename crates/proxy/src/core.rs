@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use trunkvip_sip::{Message, Method};
+use trunkvip_sip::{HeaderIndex, Message, Method};
 
 use crate::config::{ConfigError, ProxyConfig};
 use crate::health::HealthMonitor;
@@ -39,6 +39,8 @@ pub struct Core {
     probing: bool,
     /// The configured parser limits (`ProxyConfig::limits`).
     limits: trunkvip_sip::Limits,
+    /// The last datagram's header index, for the next.
+    spare: HeaderIndex,
     pair: bool,
     /// Health changes for the peer host.
     health_feed: std::collections::VecDeque<SyncRecord>,
@@ -67,6 +69,7 @@ impl Core {
             events: Default::default(),
             probing,
             limits,
+            spare: HeaderIndex::default(),
             pair,
             health_feed: Default::default(),
             peer_health,
@@ -76,8 +79,11 @@ impl Core {
     /// One UDP datagram. The core may keep `data` (the request of a
     /// transaction): give it a buffer of the datagram's own size.
     pub fn handle(&mut self, now: Instant, incoming: Incoming, data: Bytes) {
-        match Message::parse_datagram(data.clone(), &self.limits) {
-            Ok(msg) => self.dispatch(now, incoming, &msg, false),
+        match Message::parse_datagram_in(data.clone(), &self.limits, &mut self.spare) {
+            Ok(msg) => {
+                self.dispatch(now, incoming, &msg, false);
+                msg.recycle(&mut self.spare);
+            }
             Err(e) => self.proxy.handle_unparseable(incoming, &data, &e),
         }
         self.pump();

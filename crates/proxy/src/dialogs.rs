@@ -10,7 +10,6 @@
 //! a live one.
 
 use std::collections::VecDeque;
-use std::hash::Hasher;
 use std::time::Instant;
 
 use siphasher::sip::SipHasher13;
@@ -51,6 +50,13 @@ pub(crate) struct DialogTable {
     resync: bool,
 }
 
+/// A Call-ID with its key: hashed once for all the lookups of a message.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Call<'a> {
+    id: &'a [u8],
+    key: u64,
+}
+
 /// The table is full: the new dialog is refused (503).
 #[derive(Debug)]
 pub(crate) struct Full;
@@ -80,13 +86,18 @@ impl DialogTable {
     }
 
     fn key(&self, call_id: &[u8]) -> u64 {
-        let mut h = self.keys;
-        h.write(call_id);
-        h.finish()
+        self.keys.hash(call_id)
     }
 
-    pub(crate) fn get(&self, call_id: &[u8]) -> Option<&Dialog> {
-        self.map.get(&self.key(call_id))
+    pub(crate) fn call<'a>(&self, call_id: &'a [u8]) -> Call<'a> {
+        Call {
+            id: call_id,
+            key: self.key(call_id),
+        }
+    }
+
+    pub(crate) fn get(&self, call: Call<'_>) -> Option<&Dialog> {
+        self.map.get(&call.key)
     }
 
     fn record(key: u64, route: u64, d: &Dialog, now: Instant) -> SyncRecord {
@@ -124,12 +135,12 @@ impl DialogTable {
     pub(crate) fn bind(
         &mut self,
         now: Instant,
-        call_id: &[u8],
+        call: Call<'_>,
         edge: u16,
         from_edge: bool,
     ) -> Result<(), Full> {
         let expires = now + self.cfg.lifetime;
-        let key = self.key(call_id);
+        let key = call.key;
         if let Some(d) = self.map.get_mut(&key) {
             if d.state == DialogState::Confirmed {
                 return Ok(());
@@ -155,7 +166,7 @@ impl DialogTable {
             self.map.insert(key, d);
             self.per_edge[edge as usize] += 1;
         }
-        self.publish(now, key, call_id);
+        self.publish(now, key, call.id);
         Ok(())
     }
 
@@ -273,6 +284,19 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    #[test]
+    fn keys_are_the_streamed_siphash() {
+        // A pair's hosts may run different builds: the key must not move.
+        use std::hash::Hasher;
+        let t = table(1);
+        let data: Vec<u8> = (0..200u8).collect();
+        for len in 0..data.len() {
+            let mut h = t.keys;
+            h.write(&data[..len]);
+            assert_eq!(t.key(&data[..len]), h.finish(), "{len}");
+        }
+    }
+
     fn table(max: usize) -> DialogTable {
         DialogTable::new(
             DialogConfig {
@@ -290,14 +314,14 @@ mod tests {
     fn lifecycle() {
         let t0 = Instant::now();
         let mut t = table(10);
-        t.bind(t0, b"a", 0, false).unwrap();
+        t.bind(t0, t.call(b"a"), 0, false).unwrap();
         assert_eq!(t.active_on(0), 1);
-        t.bind(t0, b"a", 1, false).unwrap();
+        t.bind(t0, t.call(b"a"), 1, false).unwrap();
         assert_eq!((t.active_on(0), t.active_on(1)), (0, 1));
         t.confirm(t0, b"a");
-        t.bind(t0, b"a", 0, false).unwrap();
+        t.bind(t0, t.call(b"a"), 0, false).unwrap();
         assert_eq!(
-            t.get(b"a").unwrap().edge,
+            t.get(t.call(b"a")).unwrap().edge,
             1,
             "a confirmed dialog never moves"
         );
@@ -305,17 +329,17 @@ mod tests {
         assert_eq!(t.active_on(1), 0);
         assert_eq!(t.sweep(t0 + Duration::from_secs(31)), 0);
         assert_eq!(t.sweep(t0 + Duration::from_secs(33)), 1);
-        assert!(t.get(b"a").is_none());
+        assert!(t.get(t.call(b"a")).is_none());
     }
 
     #[test]
     fn bounded() {
         let t0 = Instant::now();
         let mut t = table(2);
-        t.bind(t0, b"a", 0, false).unwrap();
-        t.bind(t0, b"b", 0, false).unwrap();
-        assert!(t.bind(t0, b"c", 0, false).is_err());
-        t.bind(t0, b"a", 1, false).unwrap();
+        t.bind(t0, t.call(b"a"), 0, false).unwrap();
+        t.bind(t0, t.call(b"b"), 0, false).unwrap();
+        assert!(t.bind(t0, t.call(b"c"), 0, false).is_err());
+        t.bind(t0, t.call(b"a"), 1, false).unwrap();
         assert_eq!(t.sweep(t0 + Duration::from_secs(3601)), 2);
         assert_eq!((t.active_on(0), t.active_on(1), t.len()), (0, 0, 0));
     }

@@ -186,6 +186,9 @@ const MAX_LANES: usize = 32;
 pub(crate) struct TimerQueue {
     epoch: Instant,
     lanes: Vec<Lane>,
+    /// Each lane's front deadline, side by side: `scan` reads these
+    /// rather than reach into every lane's chunks.
+    fronts: Vec<Option<u64>>,
     late: BinaryHeap<Reverse<Entry>>,
     next_ticket: u32,
     /// The last `now` seen and its offset: one event arms several timers.
@@ -203,6 +206,7 @@ impl TimerQueue {
         TimerQueue {
             epoch,
             lanes: Vec::new(),
+            fronts: Vec::new(),
             late: BinaryHeap::new(),
             next_ticket: 0,
             clock: (epoch, 0),
@@ -256,6 +260,7 @@ impl TimerQueue {
                     lazy,
                     fifo: Fifo::default(),
                 });
+                self.fronts.push(None);
                 Some(self.lanes.len() - 1)
             }
             None => None,
@@ -263,6 +268,7 @@ impl TimerQueue {
         let place = match lane {
             Some(n) if self.lanes[n].fifo.back().is_none_or(|b| b.at <= at) => {
                 self.lanes[n].fifo.push(e);
+                self.fronts[n].get_or_insert(at);
                 Some(n)
             }
             _ => {
@@ -284,15 +290,16 @@ impl TimerQueue {
     /// Where the earliest entry is: a lane, or the heap (`None`).
     fn earliest(&self) -> Option<(u64, Option<usize>)> {
         debug_assert_eq!(self.head, self.scan());
+        debug_assert!(self.fronts_agree());
         self.head
     }
 
     fn scan(&self) -> Option<(u64, Option<usize>)> {
         let mut best = self.late.peek().map(|r| (r.0.at, None));
-        for (n, l) in self.lanes.iter().enumerate() {
-            if let Some(e) = l.fifo.front() {
-                if best.is_none_or(|b| e.at < b.0) {
-                    best = Some((e.at, Some(n)));
+        for (n, &f) in self.fronts.iter().enumerate() {
+            if let Some(at) = f {
+                if best.is_none_or(|b| at < b.0) {
+                    best = Some((at, Some(n)));
                 }
             }
         }
@@ -325,7 +332,12 @@ impl TimerQueue {
     /// be the earliest, and finds the next earliest.
     fn pop_from(&mut self, lane: Option<usize>) -> Option<Entry> {
         let e = match lane {
-            Some(n) => self.lanes[n].fifo.pop(),
+            Some(n) => {
+                let fifo = &mut self.lanes[n].fifo;
+                let e = fifo.pop();
+                self.fronts[n] = fifo.front().map(|f| f.at);
+                e
+            }
             None => self.late.pop().map(|r| r.0),
         };
         self.head = self.scan();
@@ -340,6 +352,14 @@ impl TimerQueue {
         }
         let e = self.pop_from(lane)?;
         Some((e.slot, e.ticket))
+    }
+
+    /// Each cached front is its lane's.
+    fn fronts_agree(&self) -> bool {
+        self.lanes
+            .iter()
+            .zip(&self.fronts)
+            .all(|(l, &f)| l.fifo.front().map(|e| e.at) == f)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -368,10 +388,12 @@ mod tests {
         q.arm(&mut b, TimerKind::Failover, 2, t0 + ms(20), ms(100));
         assert_eq!(q.late.len(), 1);
         assert_eq!(q.len(), 6);
+        assert!(q.fronts_agree());
         assert_eq!(q.peek(), Some(t0 + ms(100)));
         let mut fired = vec![];
         let end = t0 + ms(1000);
         while let Some((slot, ticket)) = q.pop_due(end) {
+            assert!(q.fronts_agree());
             let kind = match slot {
                 1 => a.take(ticket),
                 2 => b.take(ticket),

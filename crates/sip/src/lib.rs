@@ -32,7 +32,7 @@ pub use error::{Error, ErrorKind, HeaderSet};
 /// Short byte searches, inlined (what the parser uses; see `find_byte`).
 pub use grammar::{find_byte, find_byte2, rfind_byte};
 pub use header::HeaderName;
-pub use message::{Limits, Message};
+pub use message::{HeaderIndex, Limits, Message};
 pub use method::Method;
 pub use params::{Param, ParamIter, Params};
 pub use stream::{Frame, StreamDecoder};
