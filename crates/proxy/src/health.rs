@@ -21,6 +21,14 @@ use crate::io::{Origin, Transmit, Transport};
 /// The prefix of every probe branch: `z9hG4bK` + `tvp` + instance.
 pub(crate) const PROBE_MARK: &[u8] = b"z9hG4bKtvp";
 
+/// The prefix of every probe's Call-ID, so a shell can hand the answers
+/// to the probing worker (see [`crate::shard_of`]).
+const PROBE_CALL_ID: &str = "tvp-";
+
+pub(crate) fn is_probe_call_id(call_id: &[u8]) -> bool {
+    call_id.starts_with(PROBE_CALL_ID.as_bytes())
+}
+
 #[derive(Clone, Debug, Default)]
 pub(crate) struct EdgeHealth {
     pub(crate) healthy: bool,
@@ -132,7 +140,11 @@ impl HealthMonitor {
         b.push_display("To", format_args!("<{}>", e.uri));
         b.push_display(
             "Call-ID",
-            format_args!("tvp-{:x}-{edge}-{seq}@{}", self.instance, bracket(ip)),
+            format_args!(
+                "{PROBE_CALL_ID}{:x}-{edge}-{seq}@{}",
+                self.instance,
+                bracket(ip)
+            ),
         );
         b.push_display("CSeq", format_args!("{seq} OPTIONS"));
         b.push("Accept", b"application/sdp");

@@ -22,8 +22,8 @@
 //! [`Event::EdgeHealth`] to the others ([`Core::set_edge_health`]) and
 //! sends the others' [`Event::EdgeFailure`] to it
 //! ([`Core::report_edge_failure`]). Probe answers carry a Call-ID of the
-//! probing worker's making, so [`shard_of`] sends them there when the shell
-//! passes `probe_shard`; the shell does so by checking [`is_probe`].
+//! probing worker's making, which [`shard_of`] sends to worker 0: the
+//! probing worker must be worker 0.
 
 #![forbid(unsafe_code)]
 
@@ -70,37 +70,18 @@ pub enum Event {
 }
 
 /// The worker a message belongs to: a stable hash of its Call-ID (full or
-/// compact header), or worker 0 when it has none.
+/// compact header); worker 0, the probing one, for answers to our health
+/// probes and for a message with no Call-ID.
 pub fn shard_of(data: &[u8], shards: usize) -> usize {
     if shards <= 1 {
         return 0;
     }
     match find_call_id(data) {
+        Some(cid) if health::is_probe_call_id(cid) => 0,
         Some(cid) => (hash::fnv1a(cid) % shards as u64) as usize,
         None => 0,
     }
 }
-
-/// True when a message is the answer to one of our health probes (its
-/// Call-ID starts with `tvp-`): it belongs to the probing worker.
-pub fn is_probe(data: &[u8]) -> bool {
-    find_call_id(data).is_some_and(|c| c.starts_with(PROBE_PREFIX))
-}
-
-/// [`shard_of`], with probe answers on worker 0 as [`is_probe`] says, in
-/// one look for the Call-ID: what a shell calls per datagram.
-pub fn owner_of(data: &[u8], shards: usize) -> usize {
-    if shards <= 1 {
-        return 0;
-    }
-    match find_call_id(data) {
-        Some(cid) if cid.starts_with(PROBE_PREFIX) => 0,
-        Some(cid) => (hash::fnv1a(cid) % shards as u64) as usize,
-        None => 0,
-    }
-}
-
-const PROBE_PREFIX: &[u8] = b"tvp-";
 
 /// The Call-ID's value, trimmed, looked for line by line up to the end of
 /// the header: only lines starting `c`, `C`, `i` or `I` are looked at.
@@ -143,7 +124,10 @@ mod tests {
         let b = b"SIP/2.0 200 OK\r\ni:  abc@h \r\n\r\n";
         assert_eq!(shard_of(a, 4), shard_of(b, 4));
         assert_eq!(shard_of(b"garbage", 4), 0);
-        assert!(is_probe(b"SIP/2.0 200 OK\r\nCall-ID: tvp-1-0-3@h\r\n\r\n"));
+        let probe = b"SIP/2.0 200 OK\r\nCall-ID: tvp-1-0-3@h\r\n\r\n";
+        for shards in 2..8 {
+            assert_eq!(shard_of(probe, shards), 0);
+        }
     }
 
     #[test]
@@ -169,10 +153,7 @@ mod tests {
         for (msg, want) in cases {
             assert_eq!(find_call_id(msg), *want, "{}", String::from_utf8_lossy(msg));
         }
-        let probe = b"SIP/2.0 200 OK\r\nCall-ID: tvp-1-0-3@h\r\n\r\n";
-        assert_eq!(owner_of(probe, 4), 0);
         let call = b"INVITE sip:x SIP/2.0\r\nCall-ID: abc@h\r\n\r\n";
-        assert_eq!(owner_of(call, 4), shard_of(call, 4));
-        assert_eq!(owner_of(call, 1), 0);
+        assert_eq!(shard_of(call, 1), 0);
     }
 }

@@ -108,7 +108,6 @@ pub async fn start(config: Config) -> Result<Daemon, String> {
             t => listeners.push((bind_tcp(l.addr).map_err(err)?, t)),
         }
     }
-    let udp_sock = udp_socks.first().cloned();
     let (host_sock, host_port) = bind_host_socket(&config)
         .map_err(|e| format!("host_address {}: {e}", config.host_address))?;
     let host_sock = host_sock.map(Arc::new);
@@ -156,7 +155,6 @@ pub async fn start(config: Config) -> Result<Daemon, String> {
     let trusted = trusted.map(|f| f.address.ip());
     let transports = Arc::new(Transports {
         workers: handles,
-        udp: udp_sock.clone(),
         host_udp: host_sock.clone(),
         conns: stream::Registry::new(config.limits, trusted),
         tls,

@@ -5,9 +5,9 @@
 //! Every message of a transaction and of a dialog carries the same
 //! Call-ID; [`trunkvip_proxy::shard_of`] (a hash of it) names the worker
 //! that owns it, so each is handled by one worker in arrival order: a 200
-//! never overtakes its 180. Answers to health probes (see
-//! [`trunkvip_proxy::is_probe`]) and whatever arrives at the host socket
-//! belong to worker 0.
+//! never overtakes its 180. Answers to health probes (`shard_of` knows
+//! their Call-IDs) and whatever arrives at the host socket belong to
+//! worker 0.
 //!
 //! Each worker reads its own UDP socket of the service address
 //! (SO_REUSEPORT: the kernel picks the socket by source address and port,
@@ -244,10 +244,7 @@ fn feed(
                 break;
             };
             udp::log_in(transports, &from, &data);
-            let owner = match transports.workers.len() {
-                1 => index,
-                _ => transports.shard(&data, input.host_side),
-            };
+            let owner = transports.shard(&data, input.host_side);
             if owner == index {
                 core.handle(now(), from, data);
                 fed = true;

@@ -35,8 +35,6 @@ use crate::worker::{Control, Work, WorkerHandle};
 #[derive(Debug)]
 pub struct Transports {
     pub workers: Vec<WorkerHandle>,
-    /// The service UDP socket (the VIP), when a udp listener exists.
-    pub udp: Option<Arc<UdpSocket>>,
     /// The socket health probes leave from (`host_address`).
     pub host_udp: Option<Arc<UdpSocket>>,
     pub conns: stream::Registry,
@@ -76,7 +74,7 @@ impl Transports {
         if host_side {
             0
         } else {
-            trunkvip_proxy::owner_of(data, self.workers.len())
+            trunkvip_proxy::shard_of(data, self.workers.len())
         }
     }
 
@@ -122,8 +120,9 @@ impl Transports {
         }
     }
 
-    /// Sends what a core produced; a worker's UDP leaves from `own`, its
-    /// socket of the service address.
+    /// Sends what a core produced; UDP leaves from `own`, the sending
+    /// worker's socket of the service address (none without a udp
+    /// listener), or the host socket for probes.
     pub async fn send(self: &Arc<Self>, t: Transmit, own: Option<&UdpSocket>) {
         if enabled!(Level::DEBUG) {
             if let Ok(m) = Message::parse_datagram(t.payload.clone(), &self.limits) {
@@ -133,8 +132,8 @@ impl Transports {
         match t.transport {
             Transport::Udp => {
                 let sock = match t.origin {
-                    Origin::Host => self.host_udp.as_deref().or(own).or(self.udp.as_deref()),
-                    Origin::Service => own.or(self.udp.as_deref()),
+                    Origin::Host => self.host_udp.as_deref().or(own),
+                    Origin::Service => own,
                 };
                 let Some(sock) = sock else {
                     debug!(destination = %t.destination, "no udp socket for this message: dropped");

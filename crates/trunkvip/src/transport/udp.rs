@@ -33,8 +33,7 @@ pub fn bind(addr: SocketAddr, freebind: bool) -> io::Result<UdpSocket> {
 /// The service address bound `n` times with SO_REUSEPORT, one socket per
 /// worker: the kernel spreads sources over them by address and port, so
 /// each source's datagrams reach one worker, in order, with no receive
-/// task between (see [`crate::worker`]). The sockets are std ones, for
-/// the runtime of the worker that reads each.
+/// task between (see [`crate::worker`]).
 ///
 /// A group would let any process of the same user join it and take a
 /// share of the datagrams, a second trunkvip started by mistake among
@@ -179,7 +178,7 @@ mod tests {
 
     #[test]
     fn a_group_shares_one_port_and_each_source_sticks_to_one_socket() {
-        // Port 0: the first bind picks it, the others join it.
+        // Port 0: the lone bind picks it, the group joins it.
         let group = bind_group("127.0.0.1:0".parse().unwrap(), 3).unwrap();
         let to = group[0].local_addr().unwrap();
         assert!(group.iter().all(|s| s.local_addr().unwrap() == to));
