@@ -213,7 +213,7 @@ pub async fn run(
 }
 
 /// Gives the core all that is ready (control first, a bounded batch of
-/// each other input) and is ready once it gave anything or the timer is
+/// each other input) and is ready once it read anything or the timer is
 /// due; `Ready(false)` when the inbox closed.
 fn feed(
     cx: &mut Context<'_>,
@@ -247,10 +247,13 @@ fn feed(
             let owner = transports.shard(&data, input.host_side);
             if owner == index {
                 core.handle(now(), from, data);
-                fed = true;
             } else {
                 transports.hand_off(owner, from, data);
             }
+            // Even a batch that was all handed off counts: the socket may
+            // hold more, and only a poll that ends in Pending asks to be
+            // woken for it.
+            fed = true;
         }
     }
     for _ in 0..BATCH {

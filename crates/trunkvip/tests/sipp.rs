@@ -144,3 +144,60 @@ fn demo_answers_sipp() {
         "{log}"
     );
 }
+
+/// A burst larger than a worker's batch (32), every datagram owned by the
+/// other worker, must all be handed on and answered at once, not left in
+/// the socket until the next datagram comes. Each source lands on one of
+/// the two sockets as the kernel picks: eight sources, bursts owned by
+/// each worker, so some bursts reach the worker that owns none of them.
+#[test]
+fn bursts_for_the_other_worker_are_all_answered() {
+    let dir = tempdir();
+    let (p, e1, e2, admin) = (free_port(), free_port(), free_port(), admin_addr());
+    let _uas1 = sipp_uas("uas1", e1, false, dir.path());
+    let _uas2 = sipp_uas("uas2", e2, false, dir.path());
+    let listen = [format!("udp:127.0.0.1:{p}")];
+    let mut proxy = trunkvip(
+        &config(&listen, &[(e1, "udp"), (e2, "udp")], admin, ""),
+        dir.path(),
+    );
+    wait_health(admin, &[true, true], Duration::from_secs(10), &mut proxy);
+    const BURST: usize = 40;
+    for source in 0..8 {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let local = sock.local_addr().unwrap();
+        let owner = source % 2;
+        let call_ids: Vec<String> = (0..)
+            .map(|n| format!("burst-{source}-{n}@127.0.0.1"))
+            .filter(|c| {
+                let probe = format!("OPTIONS sip:x SIP/2.0\r\nCall-ID: {c}\r\n\r\n");
+                trunkvip_proxy::shard_of(probe.as_bytes(), 2) == owner
+            })
+            .take(BURST)
+            .collect();
+        for (n, c) in call_ids.iter().enumerate() {
+            let ping = format!(
+                "OPTIONS sip:127.0.0.1:{p} SIP/2.0\r\n\
+                 Via: SIP/2.0/UDP {local};branch=z9hG4bK-burst-{source}-{n};rport\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:carrier@127.0.0.1>;tag=b{n}\r\n\
+                 To: <sip:127.0.0.1:{p}>\r\nCall-ID: {c}\r\nCSeq: 1 OPTIONS\r\n\
+                 Content-Length: 0\r\n\r\n"
+            );
+            sock.send_to(ping.as_bytes(), ("127.0.0.1", p)).unwrap();
+        }
+        // Nothing more is sent: every answer must come from the burst.
+        let mut answered = std::collections::HashSet::new();
+        let mut buf = [0u8; 4096];
+        while answered.len() < BURST {
+            let Ok(n) = sock.recv(&mut buf) else { break };
+            let text = String::from_utf8_lossy(&buf[..n]);
+            assert!(text.starts_with("SIP/2.0 200"), "{text}");
+            if let Some(c) = call_ids.iter().find(|c| text.contains(c.as_str())) {
+                answered.insert(c.clone());
+            }
+        }
+        assert_eq!(answered.len(), BURST, "source {source}: {}", proxy.log());
+    }
+}
