@@ -139,8 +139,11 @@ mod tests {
         let mut p = Pages::default();
         let keys: Vec<usize> = (0..300).map(|n| p.insert(n)).collect();
         assert_eq!(keys, (0..300).collect::<Vec<_>>());
+        // The entries dropped are the ones at their keys.
+        assert_eq!((p[7], p[200]), (7, 200));
         p.remove(7);
         p.remove(200);
+        assert_eq!((p[6], p[8], p[199], p[201]), (6, 8, 199, 201));
         assert!(!p.contains(7) && p.get(200).is_none());
         assert_eq!(p.vacant_key(), 200);
         assert_eq!(p.insert(1000), 200);
