@@ -538,4 +538,4 @@ impl Lookup for Resolver {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
