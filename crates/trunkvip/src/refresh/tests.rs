@@ -301,3 +301,157 @@ fn status_rows_show_targets_and_the_last_lookup() {
     assert_eq!(rows[1].looked_up_unix, None);
     assert_eq!(rows[1].next_lookup_in_s, None);
 }
+
+// ---------------------------------------------------------------------------
+// End to end: the daemon, its carrier a name on the loopback name server.
+
+mod daemon {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use tokio::net::UdpSocket;
+    use tokio::time::timeout;
+
+    use crate::config::Config;
+    use crate::dns::tests::server;
+
+    async fn bind(ip: &str, port: u16) -> std::io::Result<UdpSocket> {
+        UdpSocket::bind(format!("{ip}:{port}")).await
+    }
+
+    /// Two carrier sockets on one port, 127.0.0.2 and 127.0.0.3.
+    async fn carriers() -> (UdpSocket, UdpSocket, u16) {
+        for _ in 0..20 {
+            let a = bind("127.0.0.2", 0).await.unwrap();
+            let port = a.local_addr().unwrap().port();
+            if let Ok(b) = bind("127.0.0.3", port).await {
+                return (a, b, port);
+            }
+        }
+        panic!("no port free on both 127.0.0.2 and 127.0.0.3");
+    }
+
+    fn request(method: &str, ruri: &str, call: &str, edge: SocketAddr, to_tag: &str) -> String {
+        format!(
+            "{method} {ruri} SIP/2.0\r\n\
+Via: SIP/2.0/UDP {edge};branch=z9hG4bK-{call}-{method};rport\r\n\
+Max-Forwards: 70\r\n\
+From: <sip:edge@{edge}>;tag=e-{call}\r\n\
+To: <{ruri}>{to_tag}\r\n\
+Call-ID: {call}\r\n\
+CSeq: 1 {method}\r\n\
+Contact: <sip:edge@{edge}>\r\n\
+Content-Length: 0\r\n\r\n"
+        )
+    }
+
+    /// The next request `sock` gets (the Edge's health probes aside), as
+    /// (method, Call-ID); `None` after `wait`.
+    async fn next_request(sock: &UdpSocket, wait: Duration) -> Option<(String, String)> {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let (n, _) = timeout(wait, sock.recv_from(&mut buf)).await.ok()?.ok()?;
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let method = text.split(' ').next().unwrap_or_default().to_owned();
+            if method == "OPTIONS" || method == "SIP/2.0" {
+                continue;
+            }
+            let call = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Call-ID: "))
+                .unwrap_or_default()
+                .to_owned();
+            return Some((method, call));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_carrier_name_that_changes_its_a_record_takes_the_next_call_without_restart() {
+        let zone: server::Zone = Arc::new(Mutex::new(vec![(
+            "carrier.test.".into(),
+            server::a("127.0.0.2"),
+            server::ZONE_TTL,
+        )]));
+        let dns = server::serve(zone.clone()).await;
+        let (old, new, port) = carriers().await;
+        let edge = bind("127.0.0.4", 0).await.unwrap();
+        let edge_addr = edge.local_addr().unwrap();
+        let listen = {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap()
+        };
+        let text = format!(
+            r#"listen = ["udp:{listen}"]
+host_address = "127.0.0.1"
+workers = 2
+[[edge]]
+name = "e1"
+uri = "sip:{edge_addr};transport=udp"
+priority = 1
+[carrier]
+uris = ["sip:carrier.test:{port}"]
+[admin]
+listen = "127.0.0.1:0"
+[dns]
+servers = ["{dns}"]
+"#
+        );
+        let d = crate::daemon::start(Config::parse(&text).unwrap())
+            .await
+            .unwrap();
+        let wait = Duration::from_secs(5);
+
+        // A call from the Edge reaches the carrier where its name points.
+        let ruri = "sip:+15559876@carrier.test";
+        let invite = request("INVITE", ruri, "before", edge_addr, "");
+        edge.send_to(invite.as_bytes(), listen).await.unwrap();
+        assert_eq!(
+            next_request(&old, wait).await,
+            Some(("INVITE".into(), "before".into()))
+        );
+
+        // The A record changes; SIGHUP's re-lookup finds it.
+        zone.lock().unwrap()[0].1 = server::a("127.0.0.3");
+        d.relookup();
+        let want = vec![format!("udp 127.0.0.3:{port}")];
+        let end = tokio::time::Instant::now() + wait;
+        loop {
+            let rows = d.names.rows();
+            if rows[0].targets == want {
+                assert!(rows[0].looked_up_unix.is_some());
+                assert_eq!(rows[0].changes, 1);
+                break;
+            }
+            assert!(tokio::time::Instant::now() < end, "{rows:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // Every new call from the Edge, whichever worker owns it, goes to
+        // the new address.
+        for n in 0..6 {
+            let call = format!("after-{n}");
+            let invite = request("INVITE", ruri, &call, edge_addr, "");
+            edge.send_to(invite.as_bytes(), listen).await.unwrap();
+            assert_eq!(
+                next_request(&new, wait).await,
+                Some(("INVITE".into(), call))
+            );
+        }
+        // The call set up before still ends where it was set up: its BYE
+        // (to the carrier's Contact) goes to the old address.
+        let bye = request(
+            "BYE",
+            &format!("sip:carrier@127.0.0.2:{port}"),
+            "before",
+            edge_addr,
+            ";tag=c1",
+        );
+        edge.send_to(bye.as_bytes(), listen).await.unwrap();
+        assert_eq!(
+            next_request(&old, wait).await,
+            Some(("BYE".into(), "before".into()))
+        );
+        assert_eq!(next_request(&new, Duration::from_millis(200)).await, None);
+    }
+}
