@@ -416,4 +416,52 @@ mod tests {
         );
         assert_eq!(lines[0].find("URI"), lines[1].find("sip:"), "{t}");
     }
+
+    #[test]
+    fn carriers_in_status_are_additive() {
+        let mut r = StatusReport {
+            version: "0".into(),
+            workers: 1,
+            in_flight: 0,
+            draining: false,
+            vip: None,
+            carriers: vec![],
+            edges: vec![],
+        };
+        // Without names to show, the JSON is as before.
+        let json = serde_json::to_value(&r).unwrap();
+        assert!(json.get("carriers").is_none(), "{json}");
+        let old: StatusReport = serde_json::from_str(
+            r#"{"version":"0","workers":1,"in_flight":0,"draining":false,"edges":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(old, r);
+        let row = |uri: &str, looked_up_unix, error: Option<&str>| crate::refresh::CarrierRow {
+            uri: uri.into(),
+            targets: vec![
+                "udp 198.51.100.2:5060".into(),
+                "tcp 198.51.100.3:5060".into(),
+            ],
+            looked_up_unix,
+            next_lookup_in_s: looked_up_unix.map(|_| 30),
+            error: error.map(Into::into),
+            failures: 0,
+            changes: 0,
+        };
+        r.carriers = vec![
+            row("sip:carrier.example.com", Some(990), None),
+            row("sip:198.51.100.7", None, None),
+            row("sip:other.example.com", Some(995), Some("timed out")),
+        ];
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["carriers"][0]["looked_up_unix"], 990);
+        let t = carriers_table(&r, UNIX_EPOCH + Duration::from_secs(1000));
+        assert_eq!(
+            t,
+            "carrier sip:carrier.example.com: udp 198.51.100.2:5060, tcp 198.51.100.3:5060 \
+             (looked up 10 s ago)\n\
+             carrier sip:other.example.com: udp 198.51.100.2:5060, tcp 198.51.100.3:5060 \
+             (looked up 5 s ago, FAILED, last good answer kept: timed out)\n"
+        );
+    }
 }
