@@ -435,6 +435,10 @@ impl Resolver {
         };
         // Both families: the listener of the target's transport decides.
         builder.options_mut().ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+        // The cache keeps nothing longer than the refresher waits at most,
+        // so its hourly look at a name with a long TTL asks again.
+        builder.options_mut().positive_max_ttl = Some(crate::refresh::MAX_INTERVAL);
+        builder.options_mut().negative_max_ttl = Some(crate::refresh::MAX_INTERVAL);
         let mut shown = String::new();
         if servers.is_empty() {
             shown.push_str("the system's name servers");
