@@ -167,6 +167,20 @@ impl ProxyConfig {
         self.service.iter().find(|s| s.0 == t).map(|s| s.1)
     }
 
+    /// Every carrier target needs a listener of its transport (our Via
+    /// and Record-Route name it).
+    pub fn check_carriers(&self, carriers: &[CarrierTarget]) -> Result<(), ConfigError> {
+        for c in carriers {
+            if self.service_addr(c.transport).is_none() {
+                return Err(ConfigError(format!(
+                    "carrier {}: transport {} needs a listener",
+                    c.uri, c.transport
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let e = |s: String| Err(ConfigError(s));
         if self.service.is_empty() {
@@ -207,14 +221,7 @@ impl ProxyConfig {
                 ));
             }
         }
-        for c in &self.carriers {
-            if self.service_addr(c.transport).is_none() {
-                return e(format!(
-                    "carrier {}: transport {} needs a listener",
-                    c.uri, c.transport
-                ));
-            }
-        }
+        self.check_carriers(&self.carriers)?;
         let h = &self.health;
         let min = std::time::Duration::from_millis(100);
         if h.interval < min || h.timeout < min {

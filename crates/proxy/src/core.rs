@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use trunkvip_sip::{HeaderIndex, Message, Method};
 
-use crate::config::{ConfigError, ProxyConfig};
+use crate::config::{CarrierTarget, ConfigError, ProxyConfig};
 use crate::health::HealthMonitor;
 use crate::io::{Incoming, Transmit, Transport};
 use crate::metrics::{method_label, Metrics, DROP_REASONS};
@@ -155,6 +155,24 @@ impl Core {
             self.health.report_failure(edge);
             self.pump();
         }
+    }
+
+    /// New carrier targets (a carrier name looked up again), in the order
+    /// new Edge-originated dialogs try them; an error, naming a target with
+    /// no listener of its transport, changes nothing. What is in progress
+    /// stays where it is: a branch already sent keeps its address, and an
+    /// in-dialog request follows its Route or Request-URI as before (a
+    /// target no longer in the list still gets its transport). Only the
+    /// failover candidates of a new dialog not tried yet follow the new
+    /// list: those it still holds, in their order; those it dropped are
+    /// not tried.
+    pub fn set_carriers(&mut self, carriers: Vec<CarrierTarget>) -> Result<(), ConfigError> {
+        self.proxy.set_carriers(carriers)
+    }
+
+    /// Where new Edge-originated dialogs go, in order.
+    pub fn carriers(&self) -> &[CarrierTarget] {
+        self.proxy.carriers()
     }
 
     /// Stop taking new dialogs (503); transactions in flight finish.

@@ -24,7 +24,7 @@ use trunkvip_sip::{
     Splices, Uri, Via, BRANCH_COOKIE,
 };
 
-use crate::config::ProxyConfig;
+use crate::config::{CarrierTarget, ConfigError, ProxyConfig};
 use crate::dialogs::{Call, Dialog, DialogState, DialogTable};
 use crate::edges::EdgePool;
 use crate::hash::{fnv1a, random_key, Fnv, Gather, HashKeyed};
@@ -493,7 +493,16 @@ pub(crate) struct Proxy {
     /// Scratch for ordering the Edges of a new dialog.
     edge_order: Vec<(u8, f64, u16)>,
     ghost_seq: u64,
+    /// Carrier targets a [`Proxy::set_carriers`] removed, newest last (at
+    /// most [`RETIRED_CARRIERS`]): an in-dialog request to one still goes
+    /// over its transport.
+    retired_carriers: Vec<CarrierTarget>,
 }
+
+/// How many removed carrier targets are remembered. Each DNS change
+/// retires a few; dialogs last hours at most, and a carrier whose names
+/// change that often has few of them at a time.
+const RETIRED_CARRIERS: usize = 64;
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -663,6 +672,7 @@ impl Proxy {
             splices: Splices::default(),
             edge_order: Vec::new(),
             ghost_seq: 0,
+            retired_carriers: Vec::new(),
             retry_after: cfg.retry_after.to_string(),
             cfg,
         }
@@ -706,6 +716,60 @@ impl Proxy {
 
     pub(crate) fn transactions(&self) -> (usize, usize) {
         (self.servers, self.clients)
+    }
+
+    pub(crate) fn carriers(&self) -> &[CarrierTarget] {
+        &self.cfg.carriers
+    }
+
+    /// See [`crate::Core::set_carriers`]. A `Hop::Carrier` is an index
+    /// into the list, so every live branch that holds one is pinned to its
+    /// address first (`Hop::Addr`: same destination and transport; its
+    /// branch, computed when it was sent, is kept), and the untried
+    /// carrier candidates of each transaction are mapped onto the new list
+    /// by address and transport.
+    pub(crate) fn set_carriers(&mut self, carriers: Vec<CarrierTarget>) -> Result<(), ConfigError> {
+        self.cfg.check_carriers(&carriers)?;
+        let old = std::mem::replace(&mut self.cfg.carriers, carriers);
+        let same = |a: &CarrierTarget, b: &CarrierTarget| {
+            a.address == b.address && a.transport == b.transport
+        };
+        let keys: Vec<usize> = self.txns.iter().map(|(k, _)| k).collect();
+        for k in keys {
+            let t = &mut self.txns[k];
+            if let Some(c) = t.client.as_mut() {
+                if let Hop::Carrier(n) = c.hop {
+                    if let Some(o) = old.get(n as usize) {
+                        c.hop = Hop::Addr(o.address.ip(), o.address.port(), o.transport);
+                    }
+                }
+            }
+            if let Some(s) = t.server.as_mut() {
+                if s.candidates.carriers && !s.candidates.is_empty() {
+                    let kept: Vec<u16> = s
+                        .candidates
+                        .rest()
+                        .iter()
+                        .filter_map(|&n| old.get(n as usize))
+                        .filter_map(|o| self.cfg.carriers.iter().position(|c| same(c, o)))
+                        .map(|n| n as u16)
+                        .collect();
+                    s.candidates = Candidates::new(true, &kept);
+                }
+            }
+        }
+        let new = &self.cfg.carriers;
+        self.retired_carriers
+            .retain(|r| !new.iter().any(|c| same(c, r)));
+        for o in old {
+            if !new.iter().any(|c| same(c, &o)) {
+                self.retired_carriers.retain(|r| !same(r, &o));
+                self.retired_carriers.push(o);
+            }
+        }
+        let excess = self.retired_carriers.len().saturating_sub(RETIRED_CARRIERS);
+        self.retired_carriers.drain(..excess);
+        Ok(())
     }
 
     pub(crate) fn set_edge_health(&mut self, edge: usize, healthy: bool) {
@@ -1491,6 +1555,11 @@ impl Proxy {
                 let addr = SocketAddr::new(ip, port);
                 if let Some(n) = self.cfg.carriers.iter().position(|c| c.address == addr) {
                     return Hop::Carrier(n as u16);
+                }
+                // A carrier target DNS no longer gives, still in dialogs.
+                let mut newest_first = self.retired_carriers.iter().rev();
+                if let Some(r) = newest_first.find(|c| c.address == addr) {
+                    return Hop::Addr(ip, port, r.transport);
                 }
                 return Hop::Addr(ip, port, transport);
             }

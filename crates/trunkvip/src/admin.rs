@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
+use crate::refresh::Shared;
 use crate::transport::Transports;
 use crate::worker::{snapshots, Snapshot};
 
@@ -39,6 +40,10 @@ pub struct StatusReport {
     /// The floating VIP, with `[vip]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vip: Option<crate::vip::Report>,
+    /// Each carrier URI's current targets and its last lookup (names are
+    /// looked up again on their TTL: `crate::refresh`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carriers: Vec<crate::refresh::CarrierRow>,
 }
 
 /// One Edge of `GET /status`.
@@ -89,6 +94,7 @@ pub fn report(transports: &Transports, snaps: &[Snapshot]) -> StatusReport {
         draining: transports.draining.load(Ordering::Relaxed),
         edges,
         vip: crate::vip::report(),
+        carriers: vec![],
     }
 }
 
@@ -146,6 +152,30 @@ pub fn table(r: &StatusReport) -> String {
     );
     if let Some(v) = &r.vip {
         out.push_str(&crate::vip::table(v));
+    }
+    out.push_str(&carriers_table(r, SystemTime::now()));
+    out
+}
+
+/// The carrier URIs that are names: their targets and last lookup.
+fn carriers_table(r: &StatusReport, now: SystemTime) -> String {
+    let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut out = String::new();
+    for c in &r.carriers {
+        let Some(at) = c.looked_up_unix else { continue };
+        let _ = write!(
+            out,
+            "carrier {}: {} (looked up {} s ago",
+            c.uri,
+            c.targets.join(", "),
+            now.saturating_sub(at)
+        );
+        match &c.error {
+            Some(e) => {
+                let _ = writeln!(out, ", FAILED, last good answer kept: {e})");
+            }
+            None => out.push_str(")\n"),
+        }
     }
     out
 }
@@ -239,6 +269,7 @@ fn with_label(line: &str, name: &str, value: &str) -> String {
 async fn handle(
     req: Request<Incoming>,
     transports: Arc<Transports>,
+    names: Arc<Shared>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let reply = |code: StatusCode, ctype: &str, body: String| {
         Response::builder()
@@ -257,18 +288,16 @@ async fn handle(
     Ok(match req.uri().path() {
         "/status" => {
             let snaps = snapshots(&transports).await;
-            let body = serde_json::to_string_pretty(&report(&transports, &snaps))
-                .unwrap_or_default()
-                + "\n";
+            let mut r = report(&transports, &snaps);
+            r.carriers = names.rows();
+            let body = serde_json::to_string_pretty(&r).unwrap_or_default() + "\n";
             reply(StatusCode::OK, "application/json", body)
         }
         "/metrics" => {
             let snaps = snapshots(&transports).await;
-            reply(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                metrics(&transports, &snaps),
-            )
+            let mut text = metrics(&transports, &snaps);
+            names.metrics(&mut text);
+            reply(StatusCode::OK, "text/plain; version=0.0.4", text)
         }
         _ => reply(
             StatusCode::NOT_FOUND,
@@ -279,7 +308,7 @@ async fn handle(
 }
 
 /// Serves the admin endpoint until the process ends.
-pub async fn serve(listener: TcpListener, transports: Arc<Transports>) {
+pub async fn serve(listener: TcpListener, transports: Arc<Transports>, names: Arc<Shared>) {
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -290,8 +319,9 @@ pub async fn serve(listener: TcpListener, transports: Arc<Transports>) {
             }
         };
         let transports = transports.clone();
+        let names = names.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(req, transports.clone()));
+            let service = service_fn(move |req| handle(req, transports.clone(), names.clone()));
             let conn = hyper::server::conn::http1::Builder::new()
                 .header_read_timeout(Duration::from_secs(10))
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -364,6 +394,7 @@ mod tests {
             in_flight: 3,
             draining: false,
             vip: None,
+            carriers: vec![],
             edges: vec![EdgeRow {
                 name: "EDGE-PROD-01".into(),
                 uri: "sip:198.51.100.21:5060;transport=udp".into(),
@@ -384,5 +415,53 @@ mod tests {
             "{t}"
         );
         assert_eq!(lines[0].find("URI"), lines[1].find("sip:"), "{t}");
+    }
+
+    #[test]
+    fn carriers_in_status_are_additive() {
+        let mut r = StatusReport {
+            version: "0".into(),
+            workers: 1,
+            in_flight: 0,
+            draining: false,
+            vip: None,
+            carriers: vec![],
+            edges: vec![],
+        };
+        // Without names to show, the JSON is as before.
+        let json = serde_json::to_value(&r).unwrap();
+        assert!(json.get("carriers").is_none(), "{json}");
+        let old: StatusReport = serde_json::from_str(
+            r#"{"version":"0","workers":1,"in_flight":0,"draining":false,"edges":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(old, r);
+        let row = |uri: &str, looked_up_unix, error: Option<&str>| crate::refresh::CarrierRow {
+            uri: uri.into(),
+            targets: vec![
+                "udp 198.51.100.2:5060".into(),
+                "tcp 198.51.100.3:5060".into(),
+            ],
+            looked_up_unix,
+            next_lookup_in_s: looked_up_unix.map(|_| 30),
+            error: error.map(Into::into),
+            failures: 0,
+            changes: 0,
+        };
+        r.carriers = vec![
+            row("sip:carrier.example.com", Some(990), None),
+            row("sip:198.51.100.7", None, None),
+            row("sip:other.example.com", Some(995), Some("timed out")),
+        ];
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["carriers"][0]["looked_up_unix"], 990);
+        let t = carriers_table(&r, UNIX_EPOCH + Duration::from_secs(1000));
+        assert_eq!(
+            t,
+            "carrier sip:carrier.example.com: udp 198.51.100.2:5060, tcp 198.51.100.3:5060 \
+             (looked up 10 s ago)\n\
+             carrier sip:other.example.com: udp 198.51.100.2:5060, tcp 198.51.100.3:5060 \
+             (looked up 5 s ago, FAILED, last good answer kept: timed out)\n"
+        );
     }
 }

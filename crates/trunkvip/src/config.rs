@@ -1083,9 +1083,10 @@ impl Config {
     /// `[dns] servers` or the system's name servers (`/etc/resolv.conf`).
     /// A carrier URI gives every target it resolves to, in order, so the
     /// core fails over through all of them; an Edge is one address (its
-    /// identity in routing, health and status): the first target. Names are
-    /// resolved once, when the daemon starts (and by `check`); SIGHUP
-    /// does not look them up again.
+    /// identity in routing, health and status): the first target. The
+    /// daemon resolves every name at start (so does `check`) and looks
+    /// them up again while it runs ([`crate::refresh`]): a carrier follows
+    /// its new answer, an Edge does not (a warning says to restart).
     pub async fn resolve(&self) -> Result<Resolved, ConfigError> {
         let dns = crate::dns::Resolver::new(&self.dns_servers).map_err(|m| ConfigError {
             key: Some("dns.servers".into()),
@@ -1099,15 +1100,11 @@ impl Config {
         &self,
         dns: &L,
     ) -> Result<Resolved, ConfigError> {
-        let listeners = crate::dns::Listeners(
-            self.listen
-                .iter()
-                .map(|l| (l.transport, l.addr.is_ipv6()))
-                .collect(),
-        );
+        let listeners = self.listeners();
         let mut edges = vec![];
+        let mut edge_ttls = vec![];
         for (n, e) in self.edges.iter().enumerate() {
-            let found = crate::dns::resolve_target(dns, &e.target, &listeners)
+            let r = crate::dns::resolve_target(dns, &e.target, &listeners)
                 .await
                 .map_err(|m| ConfigError {
                     key: Some(format!("edge[{}].uri", n + 1)),
@@ -1116,7 +1113,9 @@ impl Config {
                         e.name, e.target.uri
                     ))
                 })?;
-            let first = found
+            edge_ttls.push(r.ttl);
+            let first = r
+                .found
                 .into_iter()
                 .next()
                 .expect("resolve_target gives one or more");
@@ -1136,20 +1135,51 @@ impl Config {
             edges.push(first);
         }
         let mut carriers = vec![];
+        let mut carrier_ttls = vec![];
         for (n, c) in self.carriers.iter().enumerate() {
-            let found = crate::dns::resolve_target(dns, c, &listeners)
+            let r = crate::dns::resolve_target(dns, c, &listeners)
                 .await
                 .map_err(|m| ConfigError {
                     key: Some(format!("carrier.uris[{}]", n + 1)),
                     ..ConfigError::plain(format!("carrier: cannot resolve {}: {m}", c.uri))
                 })?;
+            carrier_ttls.push(r.ttl);
             carriers.extend(
-                found
+                r.found
                     .into_iter()
                     .map(|target| ResolvedCarrier { index: n, target }),
             );
         }
-        Ok(Resolved { edges, carriers })
+        Ok(Resolved {
+            edges,
+            carriers,
+            edge_ttls,
+            carrier_ttls,
+        })
+    }
+
+    /// Our listeners as name resolution sees them: each transport's
+    /// family decides between A and AAAA.
+    pub(crate) fn listeners(&self) -> crate::dns::Listeners {
+        crate::dns::Listeners(
+            self.listen
+                .iter()
+                .map(|l| (l.transport, l.addr.is_ipv6()))
+                .collect(),
+        )
+    }
+
+    /// The core's carrier targets: every target of every URI, the URIs in
+    /// the file's order.
+    pub fn carrier_targets(&self, carriers: &[ResolvedCarrier]) -> Vec<CarrierTarget> {
+        carriers
+            .iter()
+            .map(|c| CarrierTarget {
+                uri: self.carriers[c.index].uri.clone(),
+                address: c.target.address,
+                transport: c.target.transport,
+            })
+            .collect()
     }
 
     /// The core's configuration for one worker. `host_port` is the port
@@ -1177,15 +1207,7 @@ impl Config {
                 weight: e.weight,
             })
             .collect();
-        pc.carriers = resolved
-            .carriers
-            .iter()
-            .map(|c| CarrierTarget {
-                uri: self.carriers[c.index].uri.clone(),
-                address: c.target.address,
-                transport: c.target.transport,
-            })
-            .collect();
+        pc.carriers = self.carrier_targets(&resolved.carriers);
         pc.carrier_allow = self.carrier_allow.clone();
         // Each worker sees its share of a source's dialogs (by Call-ID), so
         // each gets its share of the limit.
@@ -1213,6 +1235,10 @@ pub struct Resolved {
     /// Every target of every carrier URI: the URIs in the file's order,
     /// each one's targets in RFC 3263 order, the order the core tries them.
     pub carriers: Vec<ResolvedCarrier>,
+    /// How long each Edge's answer holds (`None`: an address, no lookup).
+    pub edge_ttls: Vec<Option<Duration>>,
+    /// How long each carrier URI's answer holds.
+    pub carrier_ttls: Vec<Option<Duration>>,
 }
 
 /// One target of a carrier URI.

@@ -3,8 +3,21 @@
 //! signals. SIGTERM (or Ctrl-C) first gives up the VIP (with `[vip]`: a
 //! priority-0 advert, then the address removed), then drains: new dialogs
 //! get 503, transactions in flight finish, and the process exits when none
-//! is left or after [`DRAIN_LIMIT`]. SIGHUP reloads the TLS certificates;
-//! host names stay as they were resolved at start.
+//! is left or after [`DRAIN_LIMIT`].
+//!
+//! Edge and carrier host names are resolved at start, then looked up again
+//! on their TTL (clamped to 30 s..1 h) by [`crate::refresh`]: new
+//! Edge-originated calls follow a carrier name's new answer, calls in
+//! progress stay where they are, a failed lookup keeps the last good
+//! answer; an Edge name that resolves elsewhere is only reported (restart
+//! to follow it). What start derived from the carriers' first answers
+//! and does not follow (until a restart) is written in that module: the
+//! TLS name a new carrier address is verified against and the connection
+//! limits' exemption of carrier addresses.
+//!
+//! SIGHUP reloads the TLS certificates and looks every name up again at
+//! once, with a new resolver (an empty cache, `/etc/resolv.conf` read
+//! again).
 
 use std::collections::HashMap;
 use std::io;
@@ -34,6 +47,8 @@ pub const DRAIN_LIMIT: Duration = Duration::from_secs(32);
 pub struct Daemon {
     pub transports: Arc<Transports>,
     pub admin: SocketAddr,
+    /// The task that looks names up again.
+    pub names: Arc<crate::refresh::Shared>,
 }
 
 fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -147,7 +162,9 @@ pub async fn start(config: Config) -> Result<Daemon, String> {
         }
     }
     // The configured hosts, every target of every carrier URI included,
-    // are never starved by others' connections.
+    // are never starved by others' connections. Both this and tls_names
+    // hold the start's answers: see crate::refresh for what that means
+    // when a carrier name changes.
     let trusted = resolved
         .edges
         .iter()
@@ -194,7 +211,12 @@ pub async fn start(config: Config) -> Result<Daemon, String> {
     for (l, t) in listeners {
         tokio::spawn(stream::accept(l, transports.clone(), t));
     }
-    tokio::spawn(crate::admin::serve(admin_listener, transports.clone()));
+    let names = crate::refresh::spawn(config.clone(), &resolved, transports.clone());
+    tokio::spawn(crate::admin::serve(
+        admin_listener,
+        transports.clone(),
+        names.clone(),
+    ));
     // Last, once everything is bound (the listeners with IP_FREEBIND, so
     // a Backup listens on the VIP too): from here on this host may hold it.
     if let Some(v) = &config.vip {
@@ -212,11 +234,16 @@ pub async fn start(config: Config) -> Result<Daemon, String> {
         SocketAddr::new(config.host_address, host_port)
     );
     crate::systemd::ready("listening");
-    Ok(Daemon { transports, admin })
+    Ok(Daemon {
+        transports,
+        admin,
+        names,
+    })
 }
 
 impl Daemon {
-    /// Waits for SIGTERM or SIGINT, then drains; SIGHUP reloads TLS.
+    /// Waits for SIGTERM or SIGINT, then drains; SIGHUP reloads TLS and
+    /// looks every name up again.
     pub async fn wait_for_signals(&self) -> io::Result<()> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -225,7 +252,10 @@ impl Daemon {
             tokio::select! {
                 _ = term.recv() => { info!("SIGTERM: draining"); break }
                 _ = int.recv() => { info!("interrupted: draining (again to quit at once)"); break }
-                _ = hup.recv() => self.reload_tls(),
+                _ = hup.recv() => {
+                    self.reload_tls();
+                    self.relookup();
+                }
             }
         }
         crate::systemd::stopping();
@@ -248,6 +278,12 @@ impl Daemon {
             },
             None => info!("SIGHUP: no [tls] to reload"),
         }
+    }
+
+    /// Looks every Edge and carrier name up again now (SIGHUP).
+    pub fn relookup(&self) {
+        info!("SIGHUP: looking every Edge and carrier name up again");
+        self.names.relookup();
     }
 
     /// New dialogs get 503; returns when no transaction is in flight or

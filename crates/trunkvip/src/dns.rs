@@ -2,9 +2,17 @@
 //! NAPTR, then SRV, then A/AAAA, through hickory-resolver. The RFC's
 //! choices (which records to keep, in what order, when to fall back) are
 //! plain functions over records, tested without a network.
+//!
+//! Every answer says how long it holds (its TTL), and so does what is
+//! found from it: a target reached through NAPTR, SRV and A holds for the
+//! shortest of the three, and a URI's whole answer for the shortest of
+//! every query it took, the ones that found nothing included (a NAPTR
+//! record that appears changes the answer too). `crate::refresh` looks the
+//! names up again when that time is over.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use hickory_resolver::config::{
     LookupIpStrategy, NameServerConfig, NameServerConfigGroup, ResolverConfig,
@@ -12,6 +20,7 @@ use hickory_resolver::config::{
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::{Name, ResolveError, TokioResolver};
 use trunkvip_proxy::Transport;
 
@@ -44,6 +53,40 @@ pub struct Found {
     /// The lookups that led here, e.g. `NAPTR -> SRV _sip._tcp.example.com
     /// -> sip1.example.com`; empty for an IP address in the URI.
     pub path: String,
+    /// How long this holds: the shortest TTL of the records on `path`;
+    /// `None` for an IP address in the URI (or records that gave none).
+    pub ttl: Option<Duration>,
+}
+
+/// Every target of one URI, best first, and how long the whole answer
+/// holds: the shortest TTL of every query it took.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolution {
+    pub found: Vec<Found>,
+    pub ttl: Option<Duration>,
+}
+
+/// The records of one query and how long they hold: the resolver's
+/// `valid_until`, or for "no such record" the SOA minimum when the server
+/// gave one. `None`: the answer did not say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Records<T> {
+    pub records: Vec<T>,
+    pub ttl: Option<Duration>,
+}
+
+impl<T> Records<T> {
+    pub fn new(records: Vec<T>, ttl: Option<Duration>) -> Self {
+        Records { records, ttl }
+    }
+}
+
+/// The shorter of two TTLs; one not given does not count.
+pub fn shorter(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// The SRV service name of a transport (RFC 3263 4.1: TLS is `_sips._tcp`).
@@ -119,12 +162,12 @@ pub fn fallback_transports(allowed: &[Transport]) -> Vec<Transport> {
         .collect()
 }
 
-/// The lookups a resolver does for us; `Ok(vec![])` means the name has no
+/// The lookups a resolver does for us; no records means the name has no
 /// such record (NXDOMAIN or no data), `Err` that the query failed.
 pub(crate) trait Lookup {
-    async fn naptr(&self, name: &str) -> Result<Vec<Naptr>, String>;
-    async fn srv(&self, name: &str) -> Result<Vec<Srv>, String>;
-    async fn ip(&self, name: &str) -> Result<Vec<IpAddr>, String>;
+    async fn naptr(&self, name: &str) -> Result<Records<Naptr>, String>;
+    async fn srv(&self, name: &str) -> Result<Records<Srv>, String>;
+    async fn ip(&self, name: &str) -> Result<Records<IpAddr>, String>;
 }
 
 /// Where the URI's listeners are: for each transport, whether its listener
@@ -150,21 +193,25 @@ fn family(v6: bool) -> &'static str {
     }
 }
 
-/// Addresses of `name` in the family of `t`'s listener, on `port`.
+/// Addresses of `name` in the family of `t`'s listener, on `port`, and
+/// their TTL (folded into `ttl`, every query's).
 async fn addresses<L: Lookup>(
     dns: &L,
     name: &str,
     port: u16,
     t: Transport,
     listeners: &Listeners,
-) -> Result<Vec<SocketAddr>, String> {
+    ttl: &mut Option<Duration>,
+) -> Result<(Vec<SocketAddr>, Option<Duration>), String> {
     let v6 = listeners.v6(t).ok_or_else(|| {
         format!("{name} would be reached over {t}, but no {t} listener is configured")
     })?;
-    let all = dns
+    let answer = dns
         .ip(name)
         .await
         .map_err(|e| format!("{} {name}: {e}", family(v6)))?;
+    *ttl = shorter(*ttl, answer.ttl);
+    let all = answer.records;
     let mine: Vec<SocketAddr> = all
         .iter()
         .filter(|a| a.is_ipv6() == v6)
@@ -179,42 +226,56 @@ async fn addresses<L: Lookup>(
             None => format!("{} {name}: no such record", family(v6)),
         });
     }
-    Ok(mine)
+    Ok((mine, answer.ttl))
+}
+
+/// What a lookup so far knows: the errors met (for the message if all
+/// fails) and the shortest TTL of every answer.
+#[derive(Default)]
+struct Trail {
+    errors: Vec<String>,
+    ttl: Option<Duration>,
 }
 
 /// Follows one SRV name: its targets in order, each to its addresses.
-/// `Ok(None)`: the name has no SRV record.
+/// `Ok(None)`: the name has no SRV record. `path`: how we came to the
+/// name, and the shortest TTL on the way.
 async fn follow_srv<L: Lookup>(
     dns: &L,
     srv_name: &str,
     t: Transport,
     listeners: &Listeners,
-    path: &str,
-    trail: &mut Vec<String>,
+    path: (&str, Option<Duration>),
+    trail: &mut Trail,
 ) -> Result<Option<Vec<Found>>, String> {
-    let records = dns
+    let answer = dns
         .srv(srv_name)
         .await
         .map_err(|e| format!("SRV {srv_name}: {e}"))?;
-    let records = sort_srv(records);
+    trail.ttl = shorter(trail.ttl, answer.ttl);
+    let path_ttl = shorter(path.1, answer.ttl);
+    let records = sort_srv(answer.records);
     if records.is_empty() {
-        trail.push(format!("SRV {srv_name}: none"));
+        trail.errors.push(format!("SRV {srv_name}: none"));
         return Ok(None);
     }
     let mut out = vec![];
     for r in records {
-        match addresses(dns, &r.target, r.port, t, listeners).await {
-            Ok(a) => out.extend(a.into_iter().map(|address| Found {
+        match addresses(dns, &r.target, r.port, t, listeners, &mut trail.ttl).await {
+            Ok((a, ttl)) => out.extend(a.into_iter().map(|address| Found {
                 address,
                 transport: t,
-                path: format!("{path}SRV {srv_name} -> {}", r.target),
+                path: format!("{}SRV {srv_name} -> {}", path.0, r.target),
+                ttl: shorter(path_ttl, ttl),
             })),
             // One dead target need not sink the others.
-            Err(e) => trail.push(e),
+            Err(e) => trail.errors.push(e),
         }
     }
     if out.is_empty() {
-        trail.push(format!("SRV {srv_name}: no target has a usable address"));
+        trail
+            .errors
+            .push(format!("SRV {srv_name}: no target has a usable address"));
         return Ok(None);
     }
     Ok(Some(out))
@@ -224,54 +285,79 @@ async fn follow_srv<L: Lookup>(
 /// address needs no lookup; a port means A/AAAA only; a transport without
 /// a port means SRV for it, then A/AAAA; neither means NAPTR, then SRV for
 /// each transport we listen on (TLS, TCP, UDP), then A/AAAA over UDP (TLS
-/// for sips:). The errors say what was looked up and what failed.
+/// for sips:). The errors say what was looked up and what failed; a
+/// success has one target or more.
 pub(crate) async fn resolve_target<L: Lookup>(
     dns: &L,
     target: &SipTarget,
     listeners: &Listeners,
-) -> Result<Vec<Found>, String> {
+) -> Result<Resolution, String> {
     let name = match &target.host {
         TargetHost::Ip(ip) => {
-            return Ok(vec![Found {
-                address: SocketAddr::new(*ip, target.port),
-                transport: target.transport,
-                path: String::new(),
-            }])
+            return Ok(Resolution {
+                found: vec![Found {
+                    address: SocketAddr::new(*ip, target.port),
+                    transport: target.transport,
+                    path: String::new(),
+                    ttl: None,
+                }],
+                ttl: None,
+            })
         }
         TargetHost::Name(n) => n.as_str(),
     };
-    let by_address = |t: Transport, port: u16, path: String| async move {
-        let a = addresses(dns, name, port, t, listeners).await?;
+    let mut trail = Trail::default();
+    let found = lookups(dns, name, target, listeners, &mut trail).await;
+    match found {
+        Ok(found) => Ok(Resolution {
+            found,
+            ttl: trail.ttl,
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`resolve_target`] for a name.
+async fn lookups<L: Lookup>(
+    dns: &L,
+    name: &str,
+    target: &SipTarget,
+    listeners: &Listeners,
+    trail: &mut Trail,
+) -> Result<Vec<Found>, String> {
+    let v6 = |t: Transport| listeners.v6(t).unwrap_or(false);
+    let default_port = |t: Transport| if t == Transport::Tls { 5061 } else { 5060 };
+    // A/AAAA of the name itself: the last resort, or all when a port is given.
+    let by_address = async |t: Transport, port: u16, trail: &mut Trail| {
+        let (a, ttl) = addresses(dns, name, port, t, listeners, &mut trail.ttl).await?;
+        let path = format!("{} {name}", family(v6(t)));
         Ok::<_, String>(
             a.into_iter()
                 .map(|address| Found {
                     address,
                     transport: t,
                     path: path.clone(),
+                    ttl,
                 })
                 .collect::<Vec<_>>(),
         )
     };
-    let v6 = |t: Transport| listeners.v6(t).unwrap_or(false);
     if target.port_given {
-        let t = target.transport;
-        return by_address(t, target.port, format!("{} {name}", family(v6(t)))).await;
+        return by_address(target.transport, target.port, trail).await;
     }
-    let default_port = |t: Transport| if t == Transport::Tls { 5061 } else { 5060 };
-    let mut trail = vec![];
-    let fail = |trail: Vec<String>| trail.join("; ");
-    let last_resort = |t: Transport, mut trail: Vec<String>| async move {
-        let path = format!("{} {name}", family(v6(t)));
-        by_address(t, default_port(t), path).await.map_err(|e| {
-            trail.push(e);
-            fail(trail)
-        })
-    };
+    let last_resort =
+        async |t: Transport, trail: &mut Trail| match by_address(t, default_port(t), trail).await {
+            Ok(f) => Ok(f),
+            Err(e) => {
+                trail.errors.push(e);
+                Err(trail.errors.join("; "))
+            }
+        };
 
     if target.transport_given {
         let t = target.transport;
         let srv = format!("{}.{name}", srv_prefix(t));
-        if let Some(f) = follow_srv(dns, &srv, t, listeners, "", &mut trail).await? {
+        if let Some(f) = follow_srv(dns, &srv, t, listeners, ("", None), trail).await? {
             return Ok(f);
         }
         return last_resort(t, trail).await;
@@ -287,9 +373,10 @@ pub(crate) async fn resolve_target<L: Lookup>(
         .naptr(name)
         .await
         .map_err(|e| format!("NAPTR {name}: {e}"))?;
-    let usable = usable_naptr(&naptr, &allowed);
+    trail.ttl = shorter(trail.ttl, naptr.ttl);
+    let usable = usable_naptr(&naptr.records, &allowed);
     if usable.is_empty() {
-        trail.push(if naptr.is_empty() {
+        trail.errors.push(if naptr.records.is_empty() {
             format!("NAPTR {name}: none")
         } else {
             format!("NAPTR {name}: no SIP record over a transport we listen on")
@@ -297,7 +384,8 @@ pub(crate) async fn resolve_target<L: Lookup>(
     }
     let mut out: Vec<Found> = vec![];
     for (t, srv) in &usable {
-        if let Some(f) = follow_srv(dns, srv, *t, listeners, "NAPTR -> ", &mut trail).await? {
+        let path = ("NAPTR -> ", naptr.ttl);
+        if let Some(f) = follow_srv(dns, srv, *t, listeners, path, trail).await? {
             for x in f {
                 if !out
                     .iter()
@@ -313,7 +401,7 @@ pub(crate) async fn resolve_target<L: Lookup>(
     }
     for t in fallback_transports(&allowed) {
         let srv = format!("{}.{name}", srv_prefix(t));
-        if let Some(f) = follow_srv(dns, &srv, t, listeners, "", &mut trail).await? {
+        if let Some(f) = follow_srv(dns, &srv, t, listeners, ("", None), trail).await? {
             return Ok(f);
         }
     }
@@ -347,6 +435,10 @@ impl Resolver {
         };
         // Both families: the listener of the target's transport decides.
         builder.options_mut().ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+        // The cache keeps nothing longer than the refresher waits at most,
+        // so its hourly look at a name with a long TTL asks again.
+        builder.options_mut().positive_max_ttl = Some(crate::refresh::MAX_INTERVAL);
+        builder.options_mut().negative_max_ttl = Some(crate::refresh::MAX_INTERVAL);
         let mut shown = String::new();
         if servers.is_empty() {
             shown.push_str("the system's name servers");
@@ -361,30 +453,48 @@ impl Resolver {
         })
     }
 
-    fn error(&self, e: ResolveError) -> Result<(), String> {
+    /// "No such record" is an answer (with the SOA minimum as its TTL
+    /// when the server gave an SOA); anything else failed.
+    fn error<T>(&self, e: ResolveError) -> Result<Records<T>, String> {
         if e.is_no_records_found() || e.is_nx_domain() {
-            Ok(())
+            let ttl = match e.proto().map(|p| p.kind()) {
+                Some(ProtoErrorKind::NoRecordsFound { negative_ttl, .. }) => {
+                    negative_ttl.map(|s| Duration::from_secs(s.into()))
+                }
+                _ => None,
+            };
+            Ok(Records::new(vec![], ttl))
         } else {
             Err(format!("{e} (asked {})", self.servers))
         }
     }
 
-    async fn records(&self, name: &str, rtype: RecordType) -> Result<Vec<RData>, String> {
+    async fn records(&self, name: &str, rtype: RecordType) -> Result<Records<RData>, String> {
         // Names from a URI or a record are absolute: no search domains.
         let mut fqdn =
             Name::from_utf8(name).map_err(|e| format!("{name:?} is not a domain name: {e}"))?;
         fqdn.set_fqdn(true);
         match self.inner.lookup(fqdn, rtype).await {
-            Ok(l) => Ok(l.iter().cloned().collect()),
-            Err(e) => self.error(e).map(|()| vec![]),
+            Ok(l) => Ok(Records::new(
+                l.iter().cloned().collect(),
+                Some(until(l.valid_until())),
+            )),
+            Err(e) => self.error(e),
         }
     }
 }
 
+/// What is left of a resolver's `valid_until` (its cache counts a record's
+/// TTL down from when it was fetched).
+fn until(valid_until: Instant) -> Duration {
+    valid_until.saturating_duration_since(Instant::now())
+}
+
 impl Lookup for Resolver {
-    async fn naptr(&self, name: &str) -> Result<Vec<Naptr>, String> {
+    async fn naptr(&self, name: &str) -> Result<Records<Naptr>, String> {
         let rs = self.records(name, RecordType::NAPTR).await?;
-        Ok(rs
+        let records = rs
+            .records
             .into_iter()
             .filter_map(|r| match r {
                 RData::NAPTR(n) => Some(Naptr {
@@ -396,12 +506,14 @@ impl Lookup for Resolver {
                 }),
                 _ => None,
             })
-            .collect())
+            .collect();
+        Ok(Records::new(records, rs.ttl))
     }
 
-    async fn srv(&self, name: &str) -> Result<Vec<Srv>, String> {
+    async fn srv(&self, name: &str) -> Result<Records<Srv>, String> {
         let rs = self.records(name, RecordType::SRV).await?;
-        Ok(rs
+        let records = rs
+            .records
             .into_iter()
             .filter_map(|r| match r {
                 RData::SRV(s) => Some(Srv {
@@ -412,18 +524,22 @@ impl Lookup for Resolver {
                 }),
                 _ => None,
             })
-            .collect())
+            .collect();
+        Ok(Records::new(records, rs.ttl))
     }
 
-    async fn ip(&self, name: &str) -> Result<Vec<IpAddr>, String> {
+    async fn ip(&self, name: &str) -> Result<Records<IpAddr>, String> {
         // As written: lookup_ip reads /etc/hosts and, for a short name,
         // the search domains, as getaddrinfo did before.
         match self.inner.lookup_ip(name).await {
-            Ok(l) => Ok(l.iter().collect()),
-            Err(e) => self.error(e).map(|()| vec![]),
+            Ok(l) => Ok(Records::new(
+                l.iter().collect(),
+                Some(until(l.valid_until())),
+            )),
+            Err(e) => self.error(e),
         }
     }
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -7,6 +7,8 @@
 //! - [`worker`]: one `Core` per worker, messages sharded by Call-ID (the
 //!   sharding contract is written there).
 //! - [`daemon`]: start-up, signals, drain on SIGTERM.
+//! - [`dns`] and [`refresh`]: Edge and carrier names (RFC 3263), looked
+//!   up at start and again on their TTL and on SIGHUP.
 //! - [`admin`]: `GET /status`, `GET /metrics`, and `trunkvip status`.
 //! - [`demo`] and [`edge_sim`]: `trunkvip demo`, the proxy in front of two
 //!   simulated Edges.
@@ -27,6 +29,7 @@ mod dns;
 mod edge_sim;
 mod logging;
 mod pair;
+mod refresh;
 mod systemd;
 mod tls;
 mod transport;

@@ -70,6 +70,8 @@ pub enum Control {
     Sync(trunkvip_proxy::pair::SyncRecord),
     /// Every dialog this worker holds, for the peer's resync.
     SyncSnapshot(oneshot::Sender<Vec<trunkvip_proxy::pair::SyncRecord>>),
+    /// New carrier targets: a carrier name resolved elsewhere (refresh.rs).
+    Carriers(Vec<trunkvip_proxy::CarrierTarget>),
 }
 
 /// What the admin endpoint and the drain loop read from a worker.
@@ -290,6 +292,14 @@ fn control(index: usize, core: &mut Core, c: Control) {
             core.drain(now());
         }
         Control::Sync(r) => core.apply_sync(now(), &r),
+        Control::Carriers(list) => {
+            if let Err(e) = core.set_carriers(list) {
+                warn!(
+                    worker = index,
+                    "new carrier targets refused, the old ones stay: {e}"
+                );
+            }
+        }
         Control::SyncSnapshot(reply) => {
             let _ = reply.send(core.sync_snapshot(now()));
         }

@@ -65,6 +65,7 @@ fn found(address: &str, transport: Transport) -> Found {
         address: address.parse().unwrap(),
         transport,
         path: String::new(),
+        ttl: None,
     }
 }
 
@@ -143,6 +144,8 @@ fn ipv6_listen_and_edges() {
     let r = Resolved {
         edges: vec![found("[2001:db8::21]:5060", Transport::Tcp)],
         carriers: vec![],
+        edge_ttls: vec![None],
+        carrier_ttls: vec![],
     };
     let pc = c.proxy_config(&r, 5060, 7, true);
     pc.validate().unwrap();
@@ -981,6 +984,8 @@ fn carrier_rate_limit() {
             index: 0,
             target: found("198.51.100.2:5060", Transport::Udp),
         }],
+        edge_ttls: vec![None; 2],
+        carrier_ttls: vec![None],
     };
     let pc = c.proxy_config(&r, 5070, 1, true);
     assert_eq!(

@@ -94,36 +94,48 @@ fn srv_fallback_is_tls_tcp_udp_among_ours() {
 }
 
 /// Records as data: the name's NAPTR, SRV and addresses; a name in
-/// `broken` fails every query, as a server that times out would.
+/// `broken` fails every query, as a server that times out would. Every
+/// answer holds for the name's entry in `ttl` (seconds), [`TTL`] if none;
+/// "no such record" for [`NEGATIVE_TTL`].
 #[derive(Default)]
-struct Table {
-    naptr: HashMap<String, Vec<Naptr>>,
-    srv: HashMap<String, Vec<Srv>>,
-    ip: HashMap<String, Vec<IpAddr>>,
-    broken: Vec<String>,
+pub(crate) struct Table {
+    pub naptr: HashMap<String, Vec<Naptr>>,
+    pub srv: HashMap<String, Vec<Srv>>,
+    pub ip: HashMap<String, Vec<IpAddr>>,
+    pub ttl: HashMap<String, u64>,
+    pub broken: Vec<String>,
 }
 
+pub(crate) const TTL: u64 = 3600;
+pub(crate) const NEGATIVE_TTL: u64 = 900;
+
 impl Table {
-    fn check(&self, name: &str) -> Result<(), String> {
-        match self.broken.iter().any(|b| b == name) {
-            true => Err("request timed out".into()),
-            false => Ok(()),
+    fn answer<T: Clone>(
+        &self,
+        name: &str,
+        map: &HashMap<String, Vec<T>>,
+    ) -> Result<Records<T>, String> {
+        if self.broken.iter().any(|b| b == name) {
+            return Err("request timed out".into());
         }
+        let records = map.get(name).cloned().unwrap_or_default();
+        let ttl = match records.is_empty() {
+            true => NEGATIVE_TTL,
+            false => self.ttl.get(name).copied().unwrap_or(TTL),
+        };
+        Ok(Records::new(records, Some(Duration::from_secs(ttl))))
     }
 }
 
 impl Lookup for Table {
-    async fn naptr(&self, name: &str) -> Result<Vec<Naptr>, String> {
-        self.check(name)?;
-        Ok(self.naptr.get(name).cloned().unwrap_or_default())
+    async fn naptr(&self, name: &str) -> Result<Records<Naptr>, String> {
+        self.answer(name, &self.naptr)
     }
-    async fn srv(&self, name: &str) -> Result<Vec<Srv>, String> {
-        self.check(name)?;
-        Ok(self.srv.get(name).cloned().unwrap_or_default())
+    async fn srv(&self, name: &str) -> Result<Records<Srv>, String> {
+        self.answer(name, &self.srv)
     }
-    async fn ip(&self, name: &str) -> Result<Vec<IpAddr>, String> {
-        self.check(name)?;
-        Ok(self.ip.get(name).cloned().unwrap_or_default())
+    async fn ip(&self, name: &str) -> Result<Records<IpAddr>, String> {
+        self.answer(name, &self.ip)
     }
 }
 
@@ -131,7 +143,7 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn table() -> Table {
+pub(crate) fn table() -> Table {
     let mut t = Table::default();
     t.naptr.insert(
         "carrier.example.com".into(),
@@ -178,6 +190,7 @@ async fn run(t: &Table, uri: &str, l: &Listeners) -> Result<Vec<(String, Transpo
     let target: SipTarget = uri.parse().unwrap();
     let found = resolve_target(t, &target, l).await?;
     Ok(found
+        .found
         .into_iter()
         .map(|f| (f.address.to_string(), f.transport))
         .collect())
@@ -291,6 +304,53 @@ fn rfc3263_errors_say_what_was_looked_up() {
 }
 
 #[test]
+fn a_target_holds_for_the_shortest_ttl_on_its_path() {
+    let mut t = table();
+    let secs = Duration::from_secs;
+    for (name, ttl) in [
+        ("carrier.example.com", 600),
+        ("_sip._tcp.carrier.example.com", 120),
+        ("sip1.carrier.example.com", 900),
+        ("sip2.carrier.example.com", 30),
+        ("a.example.net", 300),
+        ("host.srv.example.net", 5000),
+    ] {
+        t.ttl.insert(name.into(), ttl);
+    }
+    let all = v4(&ALL);
+    let ttls = |r: &Resolution| r.found.iter().map(|f| f.ttl).collect::<Vec<_>>();
+    rt().block_on(async {
+        let get = async |uri: &str| {
+            let target: SipTarget = uri.parse().unwrap();
+            resolve_target(&t, &target, &all).await
+        };
+        // NAPTR 600 -> SRV 120 -> A 900 / A 30; NAPTR 600 -> SRV 3600 -> A 900.
+        let r = get("sip:carrier.example.com").await.unwrap();
+        assert_eq!(ttls(&r), [Some(secs(120)), Some(secs(30)), Some(secs(600))]);
+        // The URI's answer: its shortest.
+        assert_eq!(r.ttl, Some(secs(30)));
+        // A only, after four queries that found nothing: those count for
+        // the URI (a record that appears changes the answer), not for the
+        // target's path.
+        let r = get("sip:a.example.net").await.unwrap();
+        assert_eq!(ttls(&r), [Some(secs(300))]);
+        assert_eq!(r.ttl, Some(secs(300)));
+        let r = get("sip:srv.example.net").await.unwrap();
+        assert_eq!(ttls(&r), [Some(secs(TTL))]);
+        assert_eq!(r.ttl, Some(secs(NEGATIVE_TTL)));
+        // A port: A only, one query.
+        let r = get("sip:host.srv.example.net:5060").await.unwrap();
+        assert_eq!(
+            (ttls(&r), r.ttl),
+            (vec![Some(secs(5000))], Some(secs(5000)))
+        );
+        // An address: nothing to look up again.
+        let r = get("sip:198.51.100.7").await.unwrap();
+        assert_eq!((ttls(&r), r.ttl), (vec![None], None));
+    });
+}
+
+#[test]
 fn config_expands_carriers_and_takes_an_edges_first_target() {
     let text = r#"listen = ["udp:198.51.100.10:5060", "tcp:198.51.100.10:5060"]
 [[edge]]
@@ -390,18 +450,40 @@ uris = ["sip:carrier.example.com", "sip:198.51.100.7", "sip:a.example.net"]
 // ---------------------------------------------------------------------------
 // End to end: hickory-resolver asks a tiny name server on 127.0.0.1.
 
-mod server {
+pub(crate) mod server {
+    use std::sync::{Arc, Mutex};
+
     use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
-    use hickory_resolver::proto::rr::rdata::{A, AAAA, NAPTR, SRV};
+    use hickory_resolver::proto::rr::rdata::{A, AAAA, NAPTR, SOA, SRV};
     use hickory_resolver::proto::rr::{Name, RData, Record};
     use tokio::net::UdpSocket;
+
+    /// (owner, record data, TTL in seconds); the tests may change it while
+    /// the server runs.
+    pub(crate) type Zone = Arc<Mutex<Vec<(String, RData, u32)>>>;
+
+    /// The TTL of [`zone`]'s records.
+    pub(crate) const ZONE_TTL: u32 = 60;
+    /// The SOA minimum that "no such record" answers carry.
+    pub(crate) const NEGATIVE_TTL: u32 = 900;
 
     fn name(s: &str) -> Name {
         Name::from_ascii(s).unwrap()
     }
 
-    /// The zone: (name, record data).
-    fn zone() -> Vec<(&'static str, RData)> {
+    pub(crate) fn a(s: &str) -> RData {
+        RData::A(A(s.parse().unwrap()))
+    }
+
+    /// The example zone, every record for [`ZONE_TTL`].
+    pub(crate) fn zone() -> Vec<(String, RData, u32)> {
+        records()
+            .into_iter()
+            .map(|(n, d)| (n.to_owned(), d, ZONE_TTL))
+            .collect()
+    }
+
+    fn records() -> Vec<(&'static str, RData)> {
         let naptr = |order, service: &str, replacement: &str| {
             RData::NAPTR(NAPTR::new(
                 order,
@@ -413,7 +495,6 @@ mod server {
             ))
         };
         let srv = |p, w, port, target: &str| RData::SRV(SRV::new(p, w, port, name(target)));
-        let a = |s: &str| RData::A(A(s.parse().unwrap()));
         vec![
             // NAPTR -> SRV -> A; the TLS record has no listener here.
             (
@@ -458,13 +539,31 @@ mod server {
         ]
     }
 
-    /// Answers from [`zone`]: the records of the name and type asked,
-    /// NXDOMAIN for a name it does not hold.
-    pub async fn start() -> std::net::SocketAddr {
+    /// Serves [`zone`].
+    pub(crate) async fn start() -> std::net::SocketAddr {
+        serve(Arc::new(Mutex::new(zone()))).await
+    }
+
+    /// Answers from `zone` as it is when asked: the records of the name
+    /// and type asked, NXDOMAIN for a name it does not hold; an answer
+    /// with no record carries an SOA (its minimum: [`NEGATIVE_TTL`]).
+    pub(crate) async fn serve(zone: Zone) -> std::net::SocketAddr {
         let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = sock.local_addr().unwrap();
+        let soa = Record::from_rdata(
+            name("example."),
+            NEGATIVE_TTL,
+            RData::SOA(SOA::new(
+                name("ns.example."),
+                name("hostmaster.example."),
+                1,
+                3600,
+                600,
+                86400,
+                NEGATIVE_TTL,
+            )),
+        );
         tokio::spawn(async move {
-            let zone = zone();
             let mut buf = [0u8; 1500];
             loop {
                 let Ok((n, from)) = sock.recv_from(&mut buf).await else {
@@ -480,22 +579,26 @@ mod server {
                     .set_authoritative(true)
                     .set_recursion_desired(q.recursion_desired())
                     .set_recursion_available(true);
+                let zone = zone.lock().unwrap().clone();
                 for query in q.queries() {
                     r.add_query(query.clone());
                     let asked = query.name().to_lowercase();
                     let mut known = false;
-                    for (owner, data) in &zone {
+                    for (owner, data, ttl) in &zone {
                         if name(owner) != asked {
                             continue;
                         }
                         known = true;
                         if data.record_type() == query.query_type() {
-                            r.add_answer(Record::from_rdata(asked.clone(), 60, data.clone()));
+                            r.add_answer(Record::from_rdata(asked.clone(), *ttl, data.clone()));
                         }
                     }
                     if !known {
                         r.set_response_code(ResponseCode::NXDomain);
                     }
+                }
+                if r.answers().is_empty() {
+                    r.add_name_server(soa.clone());
                 }
                 let _ = sock.send_to(&r.to_vec().unwrap(), from).await;
             }
@@ -537,6 +640,7 @@ servers = ["{dns}"]
             address: "203.0.113.5:5062".parse().unwrap(),
             transport: Transport::Udp,
             path: "SRV _sip._udp.srv.example.net -> host.srv.example.net".into(),
+            ttl: r.edges[0].ttl,
         }
     );
     let got: Vec<(usize, String, Transport, &str)> = r
@@ -583,6 +687,34 @@ servers = ["{dns}"]
                 "A a.example.net"
             ),
         ]
+    );
+    // The records' TTL (60 s, counted down by the resolver's cache) and,
+    // for the URIs that met "no such record", the SOA minimum (900 s) of
+    // those answers, which is longer.
+    let zone_ttl = Duration::from_secs(server::ZONE_TTL.into());
+    for c in &r.carriers {
+        let ttl = c.target.ttl.unwrap();
+        assert!(
+            ttl <= zone_ttl && ttl > zone_ttl - Duration::from_secs(10),
+            "{ttl:?}"
+        );
+    }
+    for ttl in r.carrier_ttls.iter().chain(&r.edge_ttls) {
+        let ttl = ttl.unwrap();
+        assert!(
+            ttl <= zone_ttl && ttl > zone_ttl - Duration::from_secs(10),
+            "{ttl:?}"
+        );
+    }
+    // "No such record" holds for the SOA minimum.
+    let resolver = Resolver::new(&[dns]).unwrap();
+    let none = resolver.naptr("srv.example.net").await.unwrap();
+    assert!(none.records.is_empty());
+    let negative = Duration::from_secs(server::NEGATIVE_TTL.into());
+    let ttl = none.ttl.unwrap();
+    assert!(
+        ttl <= negative && ttl > negative - Duration::from_secs(10),
+        "{ttl:?}"
     );
     let shown = c.render(Some(&r));
     assert!(shown.contains(&format!("servers = [\"{dns}\"]")), "{shown}");
