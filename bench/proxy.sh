@@ -7,6 +7,9 @@
 #   direct       no proxy: uac -> uas straight (the ceiling SIPp itself sets)
 #   kamailio     Kamailio (Debian package), bench/kamailio/kamailio.cfg,
 #                children=1, as ../shared/anchors/kamailio does
+#   relay        bench/floor/udp-relay.c: relays the datagrams to the first
+#                uas and back with no SIP work at all, the wake-up floor
+#                any forwarder pays for this call flow on this machine
 #   trunkvip-w1  target/release/trunkvip, workers = 1
 #   trunkvip-w2  target/release/trunkvip, workers = 2
 #   (also accepted in TARGETS, not run by default: trunkvip-wN-foD,
@@ -47,7 +50,7 @@ RATE_MAX=${RATE_MAX:-8000}
 STEP_CALLS=${STEP_CALLS:-20000}
 STEP_SECONDS=${STEP_SECONDS:-10}
 SUSTAIN=${SUSTAIN:-0.9}
-TARGETS=${TARGETS:-"direct kamailio trunkvip-w1 trunkvip-w2"}
+TARGETS=${TARGETS:-"direct relay kamailio trunkvip-w1 trunkvip-w2"}
 FLOOR_DATAGRAMS=${FLOOR_DATAGRAMS:-200000}
 OUT=${OUT:-$here/results}
 
@@ -180,6 +183,12 @@ start_proxy() { # target port e1 e2 dir
   PROXY_PID=
   case $target in
   direct) ;;
+  relay)
+    "$scratch/udp-relay" "$port" "$e1" 2>"$dir/relay.log" &
+    PROXY_PID=$!
+    PIDS+=("$PROXY_PID")
+    wait_udp_bound "$port" 10
+    ;;
   kamailio)
     printf '1 sip:127.0.0.1:%s 0 10\n1 sip:127.0.0.1:%s 0 5\n' "$e1" "$e2" >"$dir/dispatcher.list"
     sed "s#LISTEN#127.0.0.1:$port#; s#DSLIST#$dir/dispatcher.list#; s#PROXYHOST#127.0.0.1#" \
@@ -284,6 +293,7 @@ echo "target,rep,kind,rate,calls,ok,failed,retrans,rt_ms,rtt_mean_ms,rtt_p99_ms,
 cat "$OUT/proxy-env.txt"
 
 cc -O2 -o "$scratch/udp-floor" "$here/floor/udp-floor.c"
+cc -O2 -o "$scratch/udp-relay" "$here/floor/udp-relay.c"
 
 for ((rep = 1; rep <= REPEATS; rep++)); do
   # The floor, once a repeat: "datagrams=N size=S relay_cpu_us_per_datagram=X"

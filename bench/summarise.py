@@ -33,6 +33,7 @@ MESSAGES_PER_CALL = 7
 LABELS = {
     "direct": "SIPp uac -> uas direct (no proxy)",
     "kamailio": "Kamailio 5.6, children=1",
+    "relay": "zero-work UDP relay (wake-up floor)",
 }
 
 
