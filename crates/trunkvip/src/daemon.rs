@@ -163,8 +163,7 @@ pub async fn start(config: Config) -> Result<Daemon, String> {
     }
     // The configured hosts, every target of every carrier URI included,
     // are never starved by others' connections. Both this and tls_names
-    // hold the start's answers: see crate::refresh for what that means
-    // when a carrier name changes.
+    // follow a carrier name looked up again (crate::refresh).
     let trusted = resolved
         .edges
         .iter()
@@ -183,7 +182,7 @@ pub async fn start(config: Config) -> Result<Daemon, String> {
         host_address: config.host_address,
         limits: trunkvip_sip::Limits::default(),
         edge_names,
-        tls_names,
+        tls_names: std::sync::RwLock::new(tls_names),
         edge_ips: resolved.edges.iter().map(|f| f.address.ip()).collect(),
         carrier_allow: config.carrier_allow.clone(),
         draining: AtomicBool::new(false),

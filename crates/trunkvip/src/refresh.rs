@@ -18,14 +18,12 @@
 //!   that resolves elsewhere is only reported, once per change, with a
 //!   warning to restart.
 //!
-//! Not following the new answer, until a restart (`transport/` builds them
-//! once at start and offers no way to change them): the TLS server name a
-//! new carrier address is verified against (the certificate of a TLS
-//! target that is new is checked against its IP address, which usually
-//! fails the handshake; a warning says so), and the connection limits'
-//! exemption of the carriers' addresses (`[limits]`: a new address is
-//! subject to them, an old one stays exempt). `carrier.allow` is
-//! configured as addresses, not names, and does not change.
+//! - **What the transports derive follows too.** A new address of a
+//!   carrier name gets that name as its TLS server name (the certificate
+//!   is checked against the URI's domain, RFC 5922, as at start), and the
+//!   connection limits' exemption of configured hosts (`[limits]`) moves
+//!   to the carriers' current addresses. `carrier.allow` is configured as
+//!   addresses, not names, and does not change.
 //!
 //! The decisions (when next, what changed, what to keep) are [`Refresher`],
 //! plain code over a clock given to it; [`spawn`] is the task around it.
@@ -38,7 +36,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-use tracing::{info, warn};
+use tokio_rustls::rustls::pki_types::ServerName;
+use tracing::{debug, info, warn};
 use trunkvip_proxy::{CarrierTarget, Transport};
 
 use crate::config::{Config, Resolved, SipTarget, TargetHost};
@@ -420,6 +419,12 @@ async fn run(
         }
         let now = refresher.carrier_targets();
         if now != sent {
+            let carriers = now.iter().map(|c| c.address.ip());
+            let edges = transports.edge_ips.iter().copied();
+            transports
+                .conns
+                .admission()
+                .set_trusted(edges.chain(carriers));
             transports.broadcast(None, || Control::Carriers(now.clone()));
             sent = now;
         }
@@ -446,17 +451,13 @@ fn log(e: &Entry, outcome: &Outcome, transports: &Transports) {
                 list(new)
             );
             if let TargetHost::Name(name) = &e.target.host {
-                for t in new {
-                    if t.transport == Transport::Tls
-                        && !transports.tls_names.contains_key(&t.address)
-                    {
-                        warn!(
-                            carrier = %uri,
-                            "carrier {uri}: the TLS certificate of {} is checked against that \
-                             address, not {name}, until trunkvip restarts",
-                            t.address
-                        );
-                    }
+                match ServerName::try_from(name.clone()) {
+                    Ok(sn) => transports.add_tls_names(
+                        new.iter()
+                            .filter(|t| t.transport == Transport::Tls)
+                            .map(|t| (t.address, sn.clone())),
+                    ),
+                    Err(_) => debug!(carrier = %uri, "{name} is no TLS server name"),
                 }
             }
         }

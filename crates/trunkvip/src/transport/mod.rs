@@ -46,8 +46,9 @@ pub struct Transports {
     /// Edge names by address, for logs.
     pub edge_names: HashMap<SocketAddr, String>,
     /// The names TLS certificates of Edges and carriers are checked
-    /// against, by address (the URI's host).
-    pub tls_names: HashMap<SocketAddr, ServerName<'static>>,
+    /// against, by address (the URI's host); a carrier name looked up
+    /// again adds its new addresses ([`Transports::add_tls_names`]).
+    pub tls_names: std::sync::RwLock<HashMap<SocketAddr, ServerName<'static>>>,
     /// Addresses of the Edges, always accepted.
     pub edge_ips: Vec<IpAddr>,
     /// `carrier.allow`; empty accepts any source.
@@ -66,6 +67,24 @@ impl Transports {
         self.carrier_allow.is_empty()
             || self.edge_ips.contains(&ip)
             || self.carrier_allow.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The name a TLS peer at `dest` must show a certificate for, when its
+    /// URI named a host.
+    pub fn tls_name(&self, dest: &SocketAddr) -> Option<ServerName<'static>> {
+        let names = self.tls_names.read().unwrap_or_else(|e| e.into_inner());
+        names.get(dest).cloned()
+    }
+
+    /// Names for new addresses of a carrier name (RFC 5922: the
+    /// certificate shows the URI's domain, not the SRV target). Addresses
+    /// it no longer has keep theirs: calls in progress may still use them.
+    pub fn add_tls_names(
+        &self,
+        names: impl IntoIterator<Item = (SocketAddr, ServerName<'static>)>,
+    ) {
+        let mut t = self.tls_names.write().unwrap_or_else(|e| e.into_inner());
+        t.extend(names);
     }
 
     /// The worker for a message: the probing worker (0) for probe answers

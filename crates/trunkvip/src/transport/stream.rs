@@ -367,8 +367,9 @@ struct Counters {
 #[derive(Debug)]
 pub struct Admission {
     limits: StreamLimits,
-    /// The Edges' and `carrier.uris` hosts' addresses.
-    trusted: HashSet<IpAddr>,
+    /// The Edges' and `carrier.uris` hosts' addresses; a carrier name
+    /// looked up again replaces its part ([`Admission::set_trusted`]).
+    trusted: std::sync::RwLock<HashSet<IpAddr>>,
     state: Mutex<AdmissionState>,
     counters: Counters,
 }
@@ -408,7 +409,7 @@ impl Admission {
     pub fn new(limits: StreamLimits, trusted: impl IntoIterator<Item = IpAddr>) -> Self {
         Admission {
             limits,
-            trusted: trusted.into_iter().collect(),
+            trusted: std::sync::RwLock::new(trusted.into_iter().collect()),
             state: Mutex::new(AdmissionState::default()),
             counters: Counters::default(),
         }
@@ -418,10 +419,23 @@ impl Admission {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        let t = self.trusted.read().unwrap_or_else(|e| e.into_inner());
+        t.contains(&ip)
+    }
+
+    /// The configured hosts' addresses from now on (the Edges and the
+    /// carriers' current targets). Connections already admitted keep the
+    /// slot they were counted in.
+    pub fn set_trusted(&self, ips: impl IntoIterator<Item = IpAddr>) {
+        let new = ips.into_iter().collect();
+        *self.trusted.write().unwrap_or_else(|e| e.into_inner()) = new;
+    }
+
     /// Admits a connection from `ip`, or counts and logs why not.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, transport: Transport) -> Option<Ticket> {
         let key = source_key(ip);
-        let trusted = self.trusted.contains(&ip);
+        let trusted = self.is_trusted(ip);
         let mut evicted = None;
         let mut st = self.lock();
         let n = st.per_source.get(&key).copied().unwrap_or(0);
@@ -516,7 +530,7 @@ impl Admission {
     fn count_close(&self, ip: IpAddr, transport: Transport, c: Close, log: Log) {
         self.counters.closed[tix(transport)][c as usize].fetch_add(1, Ordering::Relaxed);
         // The Edges and carrier.uris hosts are named as such.
-        let side = if self.trusted.contains(&ip) {
+        let side = if self.is_trusted(ip) {
             "configured host"
         } else {
             "carrier side"
@@ -966,9 +980,7 @@ async fn connect(
         );
     };
     let name = transports
-        .tls_names
-        .get(&dest)
-        .cloned()
+        .tls_name(&dest)
         .unwrap_or_else(|| ServerName::IpAddress(dest.ip().into()));
     match timeout(limit, tls.connector().connect(name, tcp)).await {
         Ok(Ok(s)) => run(transports, s, slot, dest, local, transport, host_side, None).await,
@@ -1377,6 +1389,24 @@ mod tests {
         drop((x1, x2, y1));
         let st = a.lock();
         assert!(st.per_source.is_empty(), "{:?}", st.per_source);
+    }
+
+    #[test]
+    fn a_carrier_that_moves_takes_its_exemption_along() {
+        // Totals of 1: one ordinary connection fills them.
+        let a = Arc::new(Admission::new(limits(1, 2, 100), [ip("192.0.2.9")]));
+        let mut x = a.admit(ip("198.51.100.1"), T).unwrap();
+        assert_eq!(x.promote(), Promotion::Done);
+        assert!(a.admit(ip("203.0.113.7"), T).is_none());
+        let old = a.admit(ip("192.0.2.9"), T).unwrap();
+        // The carrier's name now points at 203.0.113.7.
+        a.set_trusted([ip("203.0.113.7")]);
+        assert!(a.admit(ip("203.0.113.7"), T).is_some());
+        assert!(a.admit(ip("192.0.2.9"), T).is_none());
+        // What was admitted before keeps its (uncounted) slot.
+        assert_eq!(a.counts(), (0, 1));
+        drop(old);
+        assert_eq!(a.counts(), (0, 1));
     }
 
     #[test]
