@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_rustls::rustls::pki_types::ServerName;
 use tracing::{info, warn};
@@ -67,7 +67,7 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
 /// The socket probes leave from: `host_address` on the UDP service port,
 /// or on any port when that is taken (one host with no VIP, where
 /// `host_address` is the service address itself).
-fn bind_host_socket(config: &Config) -> io::Result<(Option<UdpSocket>, u16)> {
+fn bind_host_socket(config: &Config) -> io::Result<(Option<std::net::UdpSocket>, u16)> {
     let port = config.listen_addr(Transport::Udp).map(|a| a.port());
     let Some(port) = port else {
         // No UDP at all: probes go over TCP or TLS from host_address.
@@ -116,16 +116,13 @@ pub async fn start(config: Config) -> Result<Daemon, String> {
         let err = |e: io::Error| format!("listen {l}: {e}");
         match l.transport {
             Transport::Udp => {
-                for s in udp::bind_group(l.addr, config.workers).map_err(err)? {
-                    udp_socks.push(Arc::new(UdpSocket::from_std(s).map_err(err)?));
-                }
+                udp_socks.extend(udp::bind_group(l.addr, config.workers).map_err(err)?);
             }
             t => listeners.push((bind_tcp(l.addr).map_err(err)?, t)),
         }
     }
     let (host_sock, host_port) = bind_host_socket(&config)
         .map_err(|e| format!("host_address {}: {e}", config.host_address))?;
-    let host_sock = host_sock.map(Arc::new);
     let admin_listener = TcpListener::bind(config.admin)
         .await
         .map_err(|e| format!("admin listen {}: {e}", config.admin))?;
@@ -171,7 +168,6 @@ pub async fn start(config: Config) -> Result<Daemon, String> {
     let trusted = trusted.map(|f| f.address.ip());
     let transports = Arc::new(Transports {
         workers: handles,
-        host_udp: host_sock.clone(),
         conns: stream::Registry::new(config.limits, trusted),
         tls,
         service: config
@@ -193,20 +189,26 @@ pub async fn start(config: Config) -> Result<Daemon, String> {
         let _ = crate::pair::LINK.set(crate::pair::spawn(p.clone(), transports.workers.clone()));
         info!(peer = %p.peer, listen = %p.listen, "pair sync with {}", p.peer);
     }
-    crate::capture::note_udp_sockets(udp_socks.iter().chain(&host_sock).map(|s| &**s));
     // Each worker reads its own service socket; the host socket, whose
     // datagrams all belong to the probing worker, is worker 0's.
-    let mut host = host_sock.map(|s| udp::UdpInput::new(s, true));
+    let mut host = host_sock;
     let mut service = udp_socks.into_iter();
+    let mut workers = vec![];
     for (n, inbox) in inboxes.into_iter().enumerate() {
         let pc = config.proxy_config(&resolved, host_port, instance, n == 0);
         let core = Core::new(pc, worker::now()).map_err(|e| format!("configuration: {e}"))?;
         let direct = worker::DirectUdp {
-            service: service.next().map(|s| udp::UdpInput::new(s, false)),
+            service: service.next(),
             host: host.take(),
         };
-        tokio::spawn(worker::run(n, core, inbox, direct, transports.clone()));
+        workers.push((core, inbox, direct));
     }
+    worker::start(
+        workers,
+        transports.clone(),
+        tokio::runtime::Handle::current(),
+    )
+    .map_err(|e| format!("workers: {e}"))?;
     for (l, t) in listeners {
         tokio::spawn(stream::accept(l, transports.clone(), t));
     }

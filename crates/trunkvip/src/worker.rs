@@ -1,4 +1,4 @@
-//! Workers: one [`Core`] each, on its own task, with no lock shared.
+//! Workers: one [`Core`] each, each on a thread of its own.
 //!
 //! # Sharding
 //!
@@ -12,10 +12,15 @@
 //! Each worker reads its own UDP socket of the service address
 //! (SO_REUSEPORT: the kernel picks the socket by source address and port,
 //! so one source's datagrams all reach one worker, in order). It handles
-//! what it owns in place and hands the rest to the owner's inbox, a FIFO
-//! channel; the tasks that frame TCP and TLS messages hand each to its
-//! owner the same way. Either way a source's messages reach their owner in
-//! the order they came.
+//! what it owns in place. A datagram another worker owns it handles too,
+//! holding that core's lock, when that worker is asleep (the lock is
+//! free: waking its thread would cost more than the datagram); while that
+//! worker works, the datagram goes to its inbox, a FIFO channel, and
+//! whoever next takes that core's lock empties the inbox first. The tasks
+//! that frame TCP and TLS messages hand each to its owner's inbox. Either
+//! way a source's messages reach their core in the order they came. A
+//! core's timers are its owner's: a worker that moved them earlier than
+//! the owner meant to wake wakes it.
 //!
 //! Only worker 0 probes the Edges (`health_probing`); its
 //! [`Event::EdgeHealth`] is broadcast to the others
@@ -23,27 +28,27 @@
 //! to worker 0 ([`Core::report_edge_failure`]), so the Edge pool agrees
 //! everywhere.
 //!
-//! Each worker loops: wait for its inbox, its control channel, its own
-//! sockets or the core's next deadline (`poll_timeout`),
-//! feed the core all that is ready, then send all it has to send and log
-//! its events. Time is `tokio::time::Instant` turned into
-//! `std::time::Instant`, so tests can pause the clock.
+//! Each worker is a thread with an event loop of its own (mio): it waits
+//! for its sockets, its inbox and control channel (whose waker wakes the
+//! loop) or the core's next deadline (`poll_timeout`), feeds the core all
+//! that is ready, then sends all it has to send and logs its events. The
+//! tokio runtime keeps the rest: TCP and TLS, the admin endpoint, signals.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use mio::{Events, Token};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{sleep_until, Instant, Sleep};
-use tracing::{debug, info, warn};
-use trunkvip_proxy::{Core, EdgeStatus, Event, Incoming, Transport};
+use tracing::{debug, enabled, info, warn, Level};
+use trunkvip_proxy::{Core, EdgeStatus, Event, Incoming, Origin, Transport};
 use trunkvip_sip::Message;
 
-use crate::transport::udp::{self, UdpInput};
-use crate::transport::Transports;
+use crate::transport::udp::{self, UdpIo};
+use crate::transport::{stream, Transports};
 
 /// Messages waiting for one worker before receive tasks wait.
 pub const INBOX: usize = 8192;
@@ -111,8 +116,8 @@ pub fn channel() -> (WorkerHandle, Inbox) {
     )
 }
 
-pub fn now() -> std::time::Instant {
-    Instant::now().into_std()
+pub fn now() -> Instant {
+    Instant::now()
 }
 
 /// Asks every worker for a snapshot.
@@ -139,67 +144,348 @@ pub async fn snapshots(transports: &Transports) -> Vec<Snapshot> {
 /// are handled in place, with no receive task and no queue between.
 #[derive(Debug, Default)]
 pub struct DirectUdp {
-    pub service: Option<UdpInput>,
-    pub host: Option<UdpInput>,
+    pub service: Option<std::net::UdpSocket>,
+    pub host: Option<std::net::UdpSocket>,
 }
 
-/// What one worker reads from in a wake-up before it sends: enough to
-/// batch a burst, few enough that timers and the other inputs keep their
-/// turn.
+/// What one worker reads from each input in a round before it sends:
+/// enough to batch a burst, few enough that timers and the other inputs
+/// keep their turn.
 const BATCH: usize = 32;
 
-/// Runs worker `index` until its inbox closes.
-pub async fn run(
-    index: usize,
-    mut core: Core,
-    mut inbox: Inbox,
-    mut direct: DirectUdp,
-    transports: Arc<Transports>,
-) {
-    // One timer for the worker's life, moved only when the core's next
-    // deadline moves: arming a new one per wake-up costs more than the
-    // wake-up's own work.
-    let mut sleep = Box::pin(sleep_until(Instant::now()));
-    let mut armed: Option<std::time::Instant> = None;
-    loop {
-        let deadline = core.poll_timeout();
-        if deadline != armed {
-            if let Some(d) = deadline {
-                sleep.as_mut().reset(Instant::from_std(d));
-            }
-            armed = deadline;
+const SERVICE: Token = Token(0);
+const HOST: Token = Token(1);
+const WAKE: Token = Token(2);
+
+/// Wakes a worker's event loop: the waker its inbox and control channel
+/// call when something arrives while it waits.
+struct LoopWaker(mio::Waker);
+
+impl Wake for LoopWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Err(e) = self.0.wake() {
+            warn!("worker wake-up failed: {e}");
         }
-        let open = std::future::poll_fn(|cx| {
-            feed(
-                cx,
-                index,
-                &mut core,
-                &mut inbox,
-                &mut direct,
-                &transports,
-                armed.map(|_| sleep.as_mut()),
-            )
+    }
+}
+
+/// One worker's core and inbox, behind a lock: its own thread holds it
+/// while it works, and another worker's thread takes it (try_lock, never
+/// waiting) to handle a datagram for this core while the owner sleeps,
+/// instead of waking the owner's thread to do it.
+struct Shard {
+    core: Core,
+    work: mpsc::Receiver<Work>,
+    /// When the owner's thread means to wake for this core's timers: a
+    /// thread that fed the core and moved its deadline earlier wakes the
+    /// owner.
+    wake_at: Option<Instant>,
+}
+
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // A panic elsewhere left the core as it was between two messages.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts the workers, each on a thread of its own, in the context of
+/// `runtime` (where their TCP and TLS sends spawn their tasks). The
+/// threads end with their inboxes, or when the runtime shuts down (a
+/// daemon started in a test's runtime must not outlive it).
+pub fn start(
+    workers: Vec<(Core, Inbox, DirectUdp)>,
+    transports: Arc<Transports>,
+    runtime: tokio::runtime::Handle,
+) -> std::io::Result<()> {
+    // Probes leave from the host socket, whichever thread sends them.
+    let host = match workers.first().and_then(|w| w.2.host.as_ref()) {
+        Some(h) => Some(h.try_clone()?),
+        None => None,
+    };
+    let mut shards = vec![];
+    let mut loops = vec![];
+    for (index, (core, inbox, direct)) in workers.into_iter().enumerate() {
+        shards.push(Mutex::new(Shard {
+            core,
+            work: inbox.work,
+            wake_at: None,
+        }));
+        let host_send = match (&direct.host, &host) {
+            (None, Some(h)) => Some(h.try_clone()?),
+            _ => None,
+        };
+        loops.push(Loop::new(
+            index,
+            inbox.control,
+            direct,
+            host_send,
+            transports.clone(),
+        )?);
+    }
+    let shards: Arc<[Mutex<Shard>]> = shards.into();
+    let wakers: Arc<[Waker]> = loops.iter().map(|l| l.waker.clone()).collect();
+    for mut lp in loops {
+        lp.shards = shards.clone();
+        lp.wakers = wakers.clone();
+        let stop = StopOnDrop(lp.stop.clone(), lp.waker.clone());
+        runtime.spawn(async move {
+            let _stop = stop;
+            std::future::pending::<()>().await
+        });
+        let rt = runtime.clone();
+        std::thread::Builder::new()
+            .name(format!("trunkvip-w{}", lp.index))
+            .spawn(move || {
+                let _rt = rt.enter();
+                lp.run();
+            })?;
+    }
+    Ok(())
+}
+
+/// Held by a task of the runtime: dropped with it, it stops the worker.
+struct StopOnDrop(Arc<AtomicBool>, Waker);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+        self.1.wake_by_ref();
+    }
+}
+
+/// A worker's event loop: mio over its UDP sockets and a waker for its
+/// channels, with its core's next deadline as the wait's timeout. A thin
+/// loop of its own rather than a tokio task: a runtime's scheduler and
+/// timer wheel cost more per wake-up than the datagram's own work here
+/// (BENCHMARKS.md).
+struct Loop {
+    index: usize,
+    control: mpsc::UnboundedReceiver<Control>,
+    transports: Arc<Transports>,
+    poll: mio::Poll,
+    waker: Waker,
+    service: Option<UdpIo>,
+    /// Worker 0 reads it; the others only send probes from it, should
+    /// they ever hold worker 0's core when one is due.
+    host: Option<UdpIo>,
+    buf: Vec<u8>,
+    batch: Vec<(Incoming, Bytes, usize)>,
+    stop: Arc<AtomicBool>,
+    shards: Arc<[Mutex<Shard>]>,
+    wakers: Arc<[Waker]>,
+}
+
+impl Loop {
+    fn new(
+        index: usize,
+        control: mpsc::UnboundedReceiver<Control>,
+        direct: DirectUdp,
+        host_send: Option<std::net::UdpSocket>,
+        transports: Arc<Transports>,
+    ) -> std::io::Result<Self> {
+        let poll = mio::Poll::new()?;
+        let mut service = direct
+            .service
+            .map(|s| UdpIo::new(s, false, true, SERVICE))
+            .transpose()?;
+        let mut host = match (direct.host, host_send) {
+            (Some(h), _) => Some(UdpIo::new(h, true, true, HOST)?),
+            (None, Some(h)) => Some(UdpIo::new(h, true, false, HOST)?),
+            (None, None) => None,
+        };
+        for s in [&mut service, &mut host].into_iter().flatten() {
+            s.register(poll.registry())?;
+        }
+        let waker = Arc::new(LoopWaker(mio::Waker::new(poll.registry(), WAKE)?)).into();
+        Ok(Self {
+            index,
+            control,
+            transports,
+            poll,
+            waker,
+            service,
+            host,
+            buf: vec![0u8; 65536],
+            batch: Vec::with_capacity(BATCH),
+            stop: Arc::default(),
+            shards: Arc::new([]),
+            wakers: Arc::new([]),
         })
-        .await;
-        if !open {
-            break;
+    }
+
+    /// Runs until the control channel closes: with its own core locked,
+    /// take control messages, the inbox and due timers, read its sockets
+    /// (feeding its own core, another worker's when that one sleeps, or
+    /// that worker's inbox), send, then unlock and wait, unless an input
+    /// may hold more.
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(64);
+        let shards = self.shards.clone();
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let mut own = lock(&shards[self.index]);
+            let Some(mut busy) = self.own_round(&mut own) else {
+                break;
+            };
+            let t = now();
+            for which in [SERVICE, HOST] {
+                let input = match which {
+                    SERVICE => self.service.as_mut(),
+                    _ => self.host.as_mut(),
+                };
+                let Some(input) = input else { continue };
+                while self.batch.len() < BATCH {
+                    let Some((from, data)) = input.recv(&mut self.buf, t) else {
+                        break;
+                    };
+                    let owner = self.transports.shard(&data, input.host_side);
+                    self.batch.push((from, data, owner));
+                }
+                busy |= input.may_read(t);
+                let mut batch = std::mem::take(&mut self.batch);
+                for (from, data, owner) in batch.drain(..) {
+                    udp::log_in(&self.transports, &from, &data);
+                    if owner == self.index {
+                        own.core.handle(now(), from, data);
+                    } else {
+                        self.deliver(&shards[owner], owner, from, data);
+                    }
+                }
+                self.batch = batch;
+            }
+            self.flush(self.index, &mut own.core);
+            let t = now();
+            let wake_at = [
+                own.core.poll_timeout(),
+                self.service.as_ref().and_then(UdpIo::paused_until),
+                self.host.as_ref().and_then(UdpIo::paused_until),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            own.wake_at = wake_at;
+            drop(own);
+            // Busy: only a look at what else became ready meanwhile.
+            let timeout = if busy {
+                Some(Duration::ZERO)
+            } else {
+                wake_at.map(|d| d.saturating_duration_since(t))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    warn!(worker = self.index, "event loop: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            let registry = self.poll.registry();
+            for e in events.iter() {
+                let sock = match e.token() {
+                    SERVICE => self.service.as_mut(),
+                    HOST => self.host.as_mut(),
+                    _ => None,
+                };
+                if let Some(s) = sock {
+                    // An error or hang-up is read as readable: the read
+                    // says what it is.
+                    let readable = e.is_readable() || e.is_error() || e.is_read_closed();
+                    s.ready(registry, readable, e.is_writable());
+                }
+            }
+        }
+        debug!(worker = self.index, "worker stopped");
+    }
+
+    /// The owner's part of a round: every control message, a batch of the
+    /// inbox, due timers. `Some(true)` when the inbox may hold more,
+    /// `None` once the control channel closed.
+    fn own_round(&mut self, own: &mut Shard) -> Option<bool> {
+        let mut cx = Context::from_waker(&self.waker);
+        loop {
+            match self.control.poll_recv(&mut cx) {
+                Poll::Ready(Some(c)) => control(self.index, &mut own.core, c),
+                Poll::Ready(None) => return None,
+                Poll::Pending => break,
+            }
+        }
+        let mut n = 0;
+        while n < BATCH {
+            match own.work.poll_recv(&mut cx) {
+                Poll::Ready(Some(w)) => work(&mut own.core, w),
+                Poll::Ready(None) => return None,
+                Poll::Pending => break,
+            }
+            n += 1;
         }
         let t = now();
-        if core.poll_timeout().is_some_and(|d| d <= t) {
-            core.handle_timeout(t);
+        if own.core.poll_timeout().is_some_and(|d| d <= t) {
+            own.core.handle_timeout(t);
         }
-        // A timer that fired is re-armed even at an unchanged deadline.
-        if armed.is_some_and(|d| d <= t) {
-            armed = None;
+        Some(n == BATCH)
+    }
+
+    /// A datagram for another worker's core: handled here if that worker
+    /// is not working (its lock is free), else queued in its inbox. Before
+    /// it, whatever is queued there: one source's messages keep their
+    /// order.
+    fn deliver(&mut self, shard: &Mutex<Shard>, owner: usize, from: Incoming, data: Bytes) {
+        let mut s = match shard.try_lock() {
+            Ok(s) => s,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                self.transports.hand_off(owner, from, data);
+                return;
+            }
+        };
+        while let Ok(w) = s.work.try_recv() {
+            work(&mut s.core, w);
         }
-        let own = direct.service.as_ref().map(UdpInput::socket);
+        s.core.handle(now(), from, data);
+        self.flush(owner, &mut s.core);
+        // Its timers are the owner's to run: wake it if one is now due
+        // before it meant to wake.
+        if let Some(d) = s.core.poll_timeout() {
+            if s.wake_at.is_none_or(|w| d < w) {
+                s.wake_at = Some(d);
+                self.wakers[owner].wake_by_ref();
+            }
+        }
+    }
+
+    /// Sends what core `index` has to send, from this thread's sockets
+    /// (every worker's socket of the service address has the same
+    /// address), and handles its events.
+    fn flush(&mut self, index: usize, core: &mut Core) {
+        let registry = self.poll.registry();
         while let Some(t) = core.poll_transmit() {
-            transports.send(t, own).await;
+            if enabled!(Level::DEBUG) {
+                self.transports.log_transmit(&t);
+            }
+            match t.transport {
+                Transport::Udp => {
+                    let sock = match t.origin {
+                        Origin::Host => self.host.as_mut().or(self.service.as_mut()),
+                        Origin::Service => self.service.as_mut(),
+                    };
+                    match sock {
+                        Some(s) => s.send(registry, t.payload, t.destination),
+                        None => {
+                            debug!(destination = %t.destination, "no udp socket for this message: dropped")
+                        }
+                    }
+                }
+                Transport::Tcp | Transport::Tls => stream::send(&self.transports, t),
+            }
         }
         let mut edge_health = false;
         while let Some(e) = core.poll_event() {
             edge_health |= matches!(e, Event::EdgeHealth { .. });
-            event(index, e, &transports);
+            event(index, e, &self.transports);
         }
         // SIP-aware VRRP priority: the probing worker's view.
         if edge_health && index == 0 {
@@ -210,68 +496,6 @@ pub async fn run(
                 link.publish(r);
             }
         }
-    }
-    debug!(worker = index, "worker stopped");
-}
-
-/// Gives the core all that is ready (control first, a bounded batch of
-/// each other input) and is ready once it read anything or the timer is
-/// due; `Ready(false)` when the inbox closed.
-fn feed(
-    cx: &mut Context<'_>,
-    index: usize,
-    core: &mut Core,
-    inbox: &mut Inbox,
-    direct: &mut DirectUdp,
-    transports: &Transports,
-    timer: Option<Pin<&mut Sleep>>,
-) -> Poll<bool> {
-    let mut fed = false;
-    loop {
-        match inbox.control.poll_recv(cx) {
-            Poll::Ready(Some(c)) => {
-                control(index, core, c);
-                fed = true;
-            }
-            Poll::Ready(None) => return Poll::Ready(false),
-            Poll::Pending => break,
-        }
-    }
-    for input in [&mut direct.service, &mut direct.host]
-        .into_iter()
-        .flatten()
-    {
-        for _ in 0..BATCH {
-            let Poll::Ready((from, data)) = input.poll_recv(cx) else {
-                break;
-            };
-            udp::log_in(transports, &from, &data);
-            let owner = transports.shard(&data, input.host_side);
-            if owner == index {
-                core.handle(now(), from, data);
-            } else {
-                transports.hand_off(owner, from, data);
-            }
-            // Even a batch that was all handed off counts: the socket may
-            // hold more, and only a poll that ends in Pending asks to be
-            // woken for it.
-            fed = true;
-        }
-    }
-    for _ in 0..BATCH {
-        match inbox.work.poll_recv(cx) {
-            Poll::Ready(Some(w)) => {
-                work(core, w);
-                fed = true;
-            }
-            Poll::Ready(None) => return Poll::Ready(false),
-            Poll::Pending => break,
-        }
-    }
-    if fed || timer.is_some_and(|t| t.poll(cx).is_ready()) {
-        Poll::Ready(true)
-    } else {
-        Poll::Pending
     }
 }
 

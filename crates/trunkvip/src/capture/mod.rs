@@ -37,7 +37,6 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufWriter, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
@@ -137,32 +136,6 @@ pub fn record(
     if let Some(c) = CAPTURE.get() {
         c.message(transport, src, dst, payload());
     }
-}
-
-/// The local addresses of the daemon's UDP sockets, by descriptor: a UDP
-/// send would otherwise ask the kernel (getsockname) for each message.
-static UDP_LOCAL: OnceLock<Vec<(RawFd, SocketAddr)>> = OnceLock::new();
-
-/// Notes the daemon's UDP sockets, bound once and kept for the life of the
-/// process, when the capture is on.
-pub fn note_udp_sockets<'a>(socks: impl IntoIterator<Item = &'a tokio::net::UdpSocket>) {
-    if get().is_none() {
-        return;
-    }
-    let v = socks
-        .into_iter()
-        .filter_map(|s| Some((s.as_raw_fd(), s.local_addr().ok()?)))
-        .collect();
-    let _ = UDP_LOCAL.set(v);
-}
-
-/// A UDP socket's own address, for the capture.
-pub fn udp_local(sock: &tokio::net::UdpSocket) -> Option<SocketAddr> {
-    let fd = sock.as_raw_fd();
-    UDP_LOCAL
-        .get()
-        .and_then(|v| v.iter().find(|e| e.0 == fd).map(|e| e.1))
-        .or_else(|| sock.local_addr().ok())
 }
 
 /// The key log for rustls, when `[debug] keylog` is set.

@@ -21,11 +21,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ipnet::IpNet;
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tracing::{debug, enabled, warn, Level};
-use trunkvip_proxy::{Incoming, Origin, Transmit, Transport};
+use trunkvip_proxy::{Incoming, Transmit, Transport};
 use trunkvip_sip::Message;
 
 use crate::tls::TlsState;
@@ -35,8 +34,6 @@ use crate::worker::{Control, Work, WorkerHandle};
 #[derive(Debug)]
 pub struct Transports {
     pub workers: Vec<WorkerHandle>,
-    /// The socket health probes leave from (`host_address`).
-    pub host_udp: Option<Arc<UdpSocket>>,
     pub conns: stream::Registry,
     pub tls: Option<Arc<TlsState>>,
     /// The service addresses, per transport.
@@ -139,28 +136,10 @@ impl Transports {
         }
     }
 
-    /// Sends what a core produced; UDP leaves from `own`, the sending
-    /// worker's socket of the service address (none without a udp
-    /// listener), or the host socket for probes.
-    pub async fn send(self: &Arc<Self>, t: Transmit, own: Option<&UdpSocket>) {
-        if enabled!(Level::DEBUG) {
-            if let Ok(m) = Message::parse_datagram(t.payload.clone(), &self.limits) {
-                self.log_out(&m, &t);
-            }
-        }
-        match t.transport {
-            Transport::Udp => {
-                let sock = match t.origin {
-                    Origin::Host => self.host_udp.as_deref().or(own),
-                    Origin::Service => own,
-                };
-                let Some(sock) = sock else {
-                    debug!(destination = %t.destination, "no udp socket for this message: dropped");
-                    return;
-                };
-                udp::send(sock, &t.payload, t.destination).await;
-            }
-            Transport::Tcp | Transport::Tls => stream::send(self, t),
+    /// The debug log line of a message a worker sends.
+    pub fn log_transmit(&self, t: &Transmit) {
+        if let Ok(m) = Message::parse_datagram(t.payload.clone(), &self.limits) {
+            self.log_out(&m, t);
         }
     }
 

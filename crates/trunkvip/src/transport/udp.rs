@@ -2,19 +2,14 @@
 //! host binds the VIP before it holds it, one socket of the service address
 //! per worker with SO_REUSEPORT) and what a worker reads from them.
 
-use std::future::Future;
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::ReadBuf;
-use tokio::net::UdpSocket;
-use tokio::time::Sleep;
 use tracing::{debug, warn};
 use trunkvip_proxy::{Incoming, Transport};
 
@@ -24,10 +19,10 @@ use super::Transports;
 /// at net.core.rmem_max.
 const BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
-/// Binds a UDP socket. With `freebind` the address need not be on an
-/// interface yet (IP_FREEBIND, IPV6_FREEBIND).
-pub fn bind(addr: SocketAddr, freebind: bool) -> io::Result<UdpSocket> {
-    UdpSocket::from_std(bind_std(addr, freebind, false)?)
+/// Binds a UDP socket, non-blocking. With `freebind` the address need
+/// not be on an interface yet (IP_FREEBIND, IPV6_FREEBIND).
+pub fn bind(addr: SocketAddr, freebind: bool) -> io::Result<std::net::UdpSocket> {
+    bind_std(addr, freebind, false)
 }
 
 /// The service address bound `n` times with SO_REUSEPORT, one socket per
@@ -77,88 +72,203 @@ pub(crate) fn set_freebind(sock: &Socket, addr: SocketAddr) -> io::Result<()> {
     }
 }
 
-/// Sends one datagram; errors (an ICMP port unreachable reported on a
-/// later send, a full buffer) are the network's to lose.
-pub async fn send(sock: &UdpSocket, payload: &[u8], to: SocketAddr) {
-    if let Some(c) = crate::capture::get() {
-        if let Some(local) = crate::capture::udp_local(sock) {
-            c.message(Transport::Udp, local, to, Bytes::copy_from_slice(payload));
-        }
-    }
-    let r = match sock.try_send_to(payload, to) {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock.send_to(payload, to).await,
-        r => r,
-    };
-    if let Err(e) = r {
-        debug!(destination = %to, "udp send failed: {e}");
-    }
-}
+/// Datagrams a socket holds back while the kernel's send buffer is full;
+/// past this the newest are dropped (the sender retransmits), so a peer
+/// that stops reading cannot grow the worker without bound.
+const PENDING_MAX: usize = 4096;
 
-/// One UDP socket being read: what a receive task or a lone worker polls.
+/// After an unexpected receive error, the socket is left alone this long,
+/// so one that keeps failing does not spin.
+const ERROR_PAUSE: Duration = Duration::from_millis(10);
+
+/// One UDP socket of a worker (its socket of the service address, or the
+/// host socket), registered with the worker's event loop (mio, edge
+/// triggered): read until it would block, written at once or, when the
+/// kernel's buffer is full, in order once it drains.
 #[derive(Debug)]
-pub struct UdpInput {
-    sock: Arc<UdpSocket>,
-    /// This is the probe socket, whose answers belong to the probing
-    /// worker.
+pub struct UdpIo {
+    io: mio::net::UdpSocket,
+    token: Token,
+    /// The probe socket, whose answers belong to the probing worker.
     pub host_side: bool,
-    local: Option<SocketAddr>,
-    buf: Vec<u8>,
-    /// After an unexpected receive error: a pause, so a socket that keeps
-    /// failing does not spin.
-    pause: Option<Pin<Box<Sleep>>>,
+    local: SocketAddr,
+    /// This worker reads it (else it only sends from it).
+    reads: bool,
+    /// Registered with the worker's poll.
+    registered: bool,
+    /// More may wait in the socket: only a read that would block waits
+    /// for the next readiness event.
+    readable: bool,
+    paused_until: Option<Instant>,
+    pending: VecDeque<(Bytes, SocketAddr)>,
+    dropped: u64,
 }
 
-impl UdpInput {
-    pub fn socket(&self) -> &UdpSocket {
-        &self.sock
-    }
-
-    pub fn new(sock: Arc<UdpSocket>, host_side: bool) -> Self {
-        let local = sock.local_addr().ok();
-        Self {
-            sock,
+impl UdpIo {
+    pub fn new(
+        sock: std::net::UdpSocket,
+        host_side: bool,
+        reads: bool,
+        token: Token,
+    ) -> io::Result<Self> {
+        let local = sock.local_addr()?;
+        sock.set_nonblocking(true)?;
+        Ok(Self {
+            io: mio::net::UdpSocket::from_std(sock),
+            token,
             host_side,
             local,
-            buf: vec![0u8; 65536],
-            pause: None,
+            reads,
+            registered: false,
+            readable: reads,
+            paused_until: None,
+            pending: VecDeque::new(),
+            dropped: 0,
+        })
+    }
+
+    /// Registers a socket this worker reads; one it only sends from is
+    /// registered only while a full send buffer holds datagrams back.
+    pub fn register(&mut self, registry: &Registry) -> io::Result<()> {
+        if self.reads {
+            registry.register(&mut self.io, self.token, Interest::READABLE)?;
+            self.registered = true;
+        }
+        Ok(())
+    }
+
+    fn interest(&mut self, registry: &Registry, writable: bool) -> io::Result<()> {
+        let want = match (self.reads, writable) {
+            (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+            (true, false) => Some(Interest::READABLE),
+            (false, true) => Some(Interest::WRITABLE),
+            (false, false) => None,
+        };
+        match (want, self.registered) {
+            (Some(i), true) => registry.reregister(&mut self.io, self.token, i),
+            (Some(i), false) => {
+                registry.register(&mut self.io, self.token, i)?;
+                self.registered = true;
+                Ok(())
+            }
+            (None, true) => {
+                self.registered = false;
+                registry.deregister(&mut self.io)
+            }
+            (None, false) => Ok(()),
         }
     }
 
-    /// The next datagram worth proxying, copied out of the receive buffer
-    /// (a message may live as long as its transaction; a slice of a shared
-    /// 64 KiB buffer would pin all of it). A poll, so a worker drains its
-    /// sockets in one wake-up without a future per datagram.
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<(Incoming, Bytes)> {
+    /// Whether a read may find a datagram now, without waiting for an
+    /// event.
+    pub fn may_read(&self, now: Instant) -> bool {
+        self.readable && self.paused_until.is_none_or(|t| now >= t)
+    }
+
+    /// Noted from a readiness event.
+    pub fn ready(&mut self, registry: &Registry, readable: bool, writable: bool) {
+        if readable && self.reads {
+            self.readable = true;
+        }
+        if writable {
+            self.flush(registry);
+        }
+    }
+
+    /// When a paused socket is worth reading again.
+    pub fn paused_until(&self) -> Option<Instant> {
+        self.paused_until.filter(|_| self.readable)
+    }
+
+    /// The next datagram worth proxying, copied out of `buf` (a message may
+    /// live as long as its transaction; a slice of a shared 64 KiB buffer
+    /// would pin all of it); `None` once the socket would block.
+    pub fn recv(&mut self, buf: &mut [u8], now: Instant) -> Option<(Incoming, Bytes)> {
+        if !self.may_read(now) {
+            return None;
+        }
+        self.paused_until = None;
         loop {
-            if let Some(p) = self.pause.as_mut() {
-                ready!(p.as_mut().poll(cx));
-                self.pause = None;
-            }
-            let mut rb = ReadBuf::new(&mut self.buf);
-            let source = match ready!(self.sock.poll_recv_from(cx, &mut rb)) {
-                Ok(source) => source,
-                Err(e) => {
-                    // ECONNREFUSED and the like, reported for an earlier send.
-                    if !matches!(
+            let (n, source) = match self.io.recv_from(buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    return None;
+                }
+                // ECONNREFUSED and the like, reported for an earlier send.
+                Err(e)
+                    if matches!(
                         e.kind(),
-                        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
-                    ) {
-                        warn!("udp receive: {e}");
-                        self.pause = Some(Box::pin(tokio::time::sleep(Duration::from_millis(10))));
-                    }
-                    continue;
+                        io::ErrorKind::ConnectionRefused
+                            | io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    warn!(local = %self.local, "udp receive: {e}");
+                    self.paused_until = Some(now + ERROR_PAUSE);
+                    return None;
                 }
             };
-            let data = rb.filled();
+            let data = &buf[..n];
             // RFC 5626 keep-alives and stray CRLFs carry nothing to proxy.
             if data.iter().all(|c| matches!(c, b'\r' | b'\n' | b' ')) {
                 continue;
             }
             let data = Bytes::copy_from_slice(data);
-            if let Some(local) = self.local {
-                crate::capture::record(Transport::Udp, source, local, || data.clone());
+            crate::capture::record(Transport::Udp, source, self.local, || data.clone());
+            return Some((Incoming::udp(source), data));
+        }
+    }
+
+    /// Sends one datagram, after any held back. Errors other than a full
+    /// buffer (an ICMP port unreachable reported on a later send) are the
+    /// network's to lose.
+    pub fn send(&mut self, registry: &Registry, payload: Bytes, to: SocketAddr) {
+        if let Some(c) = crate::capture::get() {
+            c.message(Transport::Udp, self.local, to, payload.clone());
+        }
+        if self.pending.is_empty() {
+            match self.io.send_to(&payload, to) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Told when the buffer drains.
+                    if let Err(e) = self.interest(registry, true) {
+                        warn!(local = %self.local, "udp: cannot wait for the send buffer: {e}");
+                    }
+                }
+                Err(e) => {
+                    debug!(destination = %to, "udp send failed: {e}");
+                    return;
+                }
+                Ok(_) => return,
             }
-            return Poll::Ready((Incoming::udp(source), data));
+        }
+        if self.pending.len() >= PENDING_MAX {
+            self.dropped += 1;
+            // One line per thousand: a storm must not flood the log.
+            if self.dropped % 1000 == 1 {
+                warn!(local = %self.local, dropped = self.dropped, "udp send buffer full: datagram dropped");
+            }
+            return;
+        }
+        self.pending.push_back((payload, to));
+    }
+
+    fn flush(&mut self, registry: &Registry) {
+        while let Some((payload, to)) = self.pending.front() {
+            match self.io.send_to(payload, *to) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => debug!(destination = %to, "udp send failed: {e}"),
+                Ok(_) => {}
+            }
+            self.pending.pop_front();
+        }
+        // Drained: a writable event after every datagram sent would only
+        // wake the worker for nothing.
+        if let Err(e) = self.interest(registry, false) {
+            warn!(local = %self.local, "udp: cannot reregister: {e}");
         }
     }
 }
