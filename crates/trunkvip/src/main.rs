@@ -171,8 +171,9 @@ fn find_config(given: Option<PathBuf>) -> Result<PathBuf, String> {
         })
 }
 
-/// One worker: everything on the calling thread, so a datagram's path
-/// crosses no thread and wakes no other. Several: one thread each.
+/// The runtime of TCP and TLS, the admin endpoint and signals (UDP is the
+/// workers' own threads: crate::worker). One worker: on the calling
+/// thread; several: as many threads, for TLS handshakes and streams.
 fn runtime(workers: usize) -> tokio::runtime::Runtime {
     let mut b = if workers <= 1 {
         tokio::runtime::Builder::new_current_thread()
