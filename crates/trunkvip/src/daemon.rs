@@ -10,10 +10,8 @@
 //! Edge-originated calls follow a carrier name's new answer, calls in
 //! progress stay where they are, a failed lookup keeps the last good
 //! answer; an Edge name that resolves elsewhere is only reported (restart
-//! to follow it). What start derived from the carriers' first answers
-//! and does not follow (until a restart) is written in that module: the
-//! TLS name a new carrier address is verified against and the connection
-//! limits' exemption of carrier addresses.
+//! to follow it). A carrier's new addresses also get its TLS name and the
+//! configured hosts' exemption from the connection limits.
 //!
 //! SIGHUP reloads the TLS certificates and looks every name up again at
 //! once, with a new resolver (an empty cache, `/etc/resolv.conf` read

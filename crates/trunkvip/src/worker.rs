@@ -94,7 +94,7 @@ pub struct WorkerHandle {
     pub control: mpsc::UnboundedSender<Control>,
 }
 
-/// The receiving ends, given to the worker's task.
+/// The receiving ends, given to the worker.
 #[derive(Debug)]
 pub struct Inbox {
     work: mpsc::Receiver<Work>,
@@ -140,8 +140,7 @@ pub async fn snapshots(transports: &Transports) -> Vec<Snapshot> {
 
 /// The UDP sockets a worker reads itself: its own socket of the service
 /// address (SO_REUSEPORT, one per worker) and, for worker 0, the host
-/// socket. A datagram another worker owns is handed to its inbox; the rest
-/// are handled in place, with no receive task and no queue between.
+/// socket, with no receive task and no queue between.
 #[derive(Debug, Default)]
 pub struct DirectUdp {
     pub service: Option<std::net::UdpSocket>,
@@ -200,11 +199,6 @@ pub fn start(
     transports: Arc<Transports>,
     runtime: tokio::runtime::Handle,
 ) -> std::io::Result<()> {
-    // Probes leave from the host socket, whichever thread sends them.
-    let host = match workers.first().and_then(|w| w.2.host.as_ref()) {
-        Some(h) => Some(h.try_clone()?),
-        None => None,
-    };
     let mut shards = vec![];
     let mut loops = vec![];
     for (index, (core, inbox, direct)) in workers.into_iter().enumerate() {
@@ -213,17 +207,7 @@ pub fn start(
             work: inbox.work,
             wake_at: None,
         }));
-        let host_send = match (&direct.host, &host) {
-            (None, Some(h)) => Some(h.try_clone()?),
-            _ => None,
-        };
-        loops.push(Loop::new(
-            index,
-            inbox.control,
-            direct,
-            host_send,
-            transports.clone(),
-        )?);
+        loops.push(Loop::new(index, inbox.control, direct, transports.clone())?);
     }
     let shards: Arc<[Mutex<Shard>]> = shards.into();
     let wakers: Arc<[Waker]> = loops.iter().map(|l| l.waker.clone()).collect();
@@ -268,8 +252,7 @@ struct Loop {
     poll: mio::Poll,
     waker: Waker,
     service: Option<UdpIo>,
-    /// Worker 0 reads it; the others only send probes from it, should
-    /// they ever hold worker 0's core when one is due.
+    /// Worker 0's: probes leave from it and their answers come to it.
     host: Option<UdpIo>,
     buf: Vec<u8>,
     batch: Vec<(Incoming, Bytes, usize)>,
@@ -283,19 +266,14 @@ impl Loop {
         index: usize,
         control: mpsc::UnboundedReceiver<Control>,
         direct: DirectUdp,
-        host_send: Option<std::net::UdpSocket>,
         transports: Arc<Transports>,
     ) -> std::io::Result<Self> {
         let poll = mio::Poll::new()?;
         let mut service = direct
             .service
-            .map(|s| UdpIo::new(s, false, true, SERVICE))
+            .map(|s| UdpIo::new(s, false, SERVICE))
             .transpose()?;
-        let mut host = match (direct.host, host_send) {
-            (Some(h), _) => Some(UdpIo::new(h, true, true, HOST)?),
-            (None, Some(h)) => Some(UdpIo::new(h, true, false, HOST)?),
-            (None, None) => None,
-        };
+        let mut host = direct.host.map(|s| UdpIo::new(s, true, HOST)).transpose()?;
         for s in [&mut service, &mut host].into_iter().flatten() {
             s.register(poll.registry())?;
         }
@@ -468,6 +446,9 @@ impl Loop {
             }
             match t.transport {
                 Transport::Udp => {
+                    // Probes come only from a core's timers, which only
+                    // its owner runs and flushes in the same round: worker
+                    // 0's probes leave from the host socket it holds.
                     let sock = match t.origin {
                         Origin::Host => self.host.as_mut().or(self.service.as_mut()),
                         Origin::Service => self.service.as_mut(),

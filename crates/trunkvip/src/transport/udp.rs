@@ -92,10 +92,6 @@ pub struct UdpIo {
     /// The probe socket, whose answers belong to the probing worker.
     pub host_side: bool,
     local: SocketAddr,
-    /// This worker reads it (else it only sends from it).
-    reads: bool,
-    /// Registered with the worker's poll.
-    registered: bool,
     /// More may wait in the socket: only a read that would block waits
     /// for the next readiness event.
     readable: bool,
@@ -105,12 +101,7 @@ pub struct UdpIo {
 }
 
 impl UdpIo {
-    pub fn new(
-        sock: std::net::UdpSocket,
-        host_side: bool,
-        reads: bool,
-        token: Token,
-    ) -> io::Result<Self> {
+    pub fn new(sock: std::net::UdpSocket, host_side: bool, token: Token) -> io::Result<Self> {
         let local = sock.local_addr()?;
         sock.set_nonblocking(true)?;
         Ok(Self {
@@ -118,45 +109,26 @@ impl UdpIo {
             token,
             host_side,
             local,
-            reads,
-            registered: false,
-            readable: reads,
+            readable: true,
             paused_until: None,
             pending: VecDeque::new(),
             dropped: 0,
         })
     }
 
-    /// Registers a socket this worker reads; one it only sends from is
-    /// registered only while a full send buffer holds datagrams back.
     pub fn register(&mut self, registry: &Registry) -> io::Result<()> {
-        if self.reads {
-            registry.register(&mut self.io, self.token, Interest::READABLE)?;
-            self.registered = true;
-        }
-        Ok(())
+        registry.register(&mut self.io, self.token, Interest::READABLE)
     }
 
+    /// Readable always; writable too while a full send buffer holds
+    /// datagrams back (else every datagram sent would wake the worker).
     fn interest(&mut self, registry: &Registry, writable: bool) -> io::Result<()> {
-        let want = match (self.reads, writable) {
-            (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
-            (true, false) => Some(Interest::READABLE),
-            (false, true) => Some(Interest::WRITABLE),
-            (false, false) => None,
+        let want = if writable {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
         };
-        match (want, self.registered) {
-            (Some(i), true) => registry.reregister(&mut self.io, self.token, i),
-            (Some(i), false) => {
-                registry.register(&mut self.io, self.token, i)?;
-                self.registered = true;
-                Ok(())
-            }
-            (None, true) => {
-                self.registered = false;
-                registry.deregister(&mut self.io)
-            }
-            (None, false) => Ok(()),
-        }
+        registry.reregister(&mut self.io, self.token, want)
     }
 
     /// Whether a read may find a datagram now, without waiting for an
@@ -167,7 +139,7 @@ impl UdpIo {
 
     /// Noted from a readiness event.
     pub fn ready(&mut self, registry: &Registry, readable: bool, writable: bool) {
-        if readable && self.reads {
+        if readable {
             self.readable = true;
         }
         if writable {
