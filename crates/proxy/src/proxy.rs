@@ -471,7 +471,7 @@ pub(crate) struct Proxy {
     pub(crate) metrics: Metrics,
     draining: bool,
     our_ips: Vec<IpAddr>,
-    /// Our service hosts as written in a Via, to find our Vias cheaply.
+    /// Our service addresses as our Vias write them, to find those cheaply.
     our_via_hosts: Vec<memchr::memmem::Finder<'static>>,
     to_tag: String,
     retry_after: String,
@@ -579,10 +579,12 @@ impl Proxy {
         let mut our_ips: Vec<IpAddr> = cfg.service.iter().map(|s| canonical(s.1.ip())).collect();
         our_ips.push(canonical(cfg.host_address));
         our_ips.dedup();
+        // `host:port`, as `via_prefix` writes ours: a peer on our host
+        // (one address, another port) is not taken for us.
         let mut hosts: Vec<Vec<u8>> = cfg
             .service
             .iter()
-            .map(|s| fmt_host(s.1.ip()).into_bytes())
+            .map(|s| s.1.to_string().into_bytes())
             .collect();
         hosts.dedup();
         let our_via_hosts = hosts

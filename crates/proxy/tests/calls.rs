@@ -662,6 +662,33 @@ fn ipv6_carrier_and_edges() {
     let ok = reply(inv, 200, "e");
     sim.deliver(addr("[2001:db8::21]:5060"), ok);
     assert_eq!(sim.one_to(addr("[2001:db8::2]:5060")).status(), Some(200));
+    // Our own IPv6 Via coming back is a loop.
+    let again = place_v6(&mut sim, "v6-loop");
+    sim.deliver(addr("[2001:db8::21]:5060"), again.as_bytes());
+    assert!(sim.take().iter().any(|x| x.1.status() == Some(482)));
+}
+
+fn place_v6(sim: &mut Sim, call: &str) -> Message {
+    sim.deliver(
+        addr("[2001:db8::2]:5060"),
+        invite(call, &format!("z9hG4bK-{call}")).replace("198.51.100.2:5060", "[2001:db8::2]:5060"),
+    );
+    sim.take().remove(1).1
+}
+
+#[test]
+fn a_peer_on_our_address_with_another_port_is_not_us() {
+    // A carrier on the proxy's own host: its Via names our address with
+    // its own port. Not a loop; the call goes through.
+    let mut sim = Sim::new(&[1]);
+    sim.deliver(
+        addr("198.51.100.10:5070"),
+        invite("cohost", "z9hG4bK-co").replace("198.51.100.2:5060", "198.51.100.10:5070"),
+    );
+    let out = sim.take();
+    assert_eq!(out.len(), 2, "100 Trying and the INVITE");
+    assert_eq!(out[1].0, edge_addr(0));
+    assert_eq!(sim.core.metrics().loops_detected, 0);
 }
 
 #[test]
