@@ -551,7 +551,8 @@ pub struct Config {
     pub admin: SocketAddr,
     /// `[limits]`: caps and timeouts of TCP and TLS connections.
     pub limits: StreamLimits,
-    /// `[dns] servers`: name servers (UDP); empty: the system's.
+    /// `[dns] servers`: name servers (UDP, TCP for truncated answers);
+    /// empty: the system's.
     pub dns_servers: Vec<SocketAddr>,
     /// `[debug]`: the debug capture, off when `None`.
     pub debug: Option<crate::capture::Settings>,

@@ -417,16 +417,19 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    /// The system's name servers when `servers` is empty, else those (UDP).
+    /// The system's name servers when `servers` is empty, else those:
+    /// UDP, and TCP for an answer truncated over UDP (RFC 7766), as for the
+    /// system's. A NAPTR or SRV set for many hosts can outgrow a datagram.
     pub fn new(servers: &[SocketAddr]) -> Result<Resolver, String> {
         let mut builder = if servers.is_empty() {
             TokioResolver::builder_tokio().map_err(|e| {
                 format!("cannot read the system's resolver configuration (/etc/resolv.conf): {e}")
             })?
         } else {
-            let mut group = NameServerConfigGroup::with_capacity(servers.len());
+            let mut group = NameServerConfigGroup::with_capacity(2 * servers.len());
             for s in servers {
                 group.push(NameServerConfig::new(*s, Protocol::Udp));
+                group.push(NameServerConfig::new(*s, Protocol::Tcp));
             }
             TokioResolver::builder_with_config(
                 ResolverConfig::from_parts(None, vec![], group),

@@ -1,4 +1,6 @@
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::config::Config;
@@ -451,12 +453,14 @@ uris = ["sip:carrier.example.com", "sip:198.51.100.7", "sip:a.example.net"]
 // End to end: hickory-resolver asks a tiny name server on 127.0.0.1.
 
 pub(crate) mod server {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 
     use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
     use hickory_resolver::proto::rr::rdata::{A, AAAA, NAPTR, SOA, SRV};
     use hickory_resolver::proto::rr::{Name, RData, Record};
-    use tokio::net::UdpSocket;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, UdpSocket};
 
     /// (owner, record data, TTL in seconds); the tests may change it while
     /// the server runs.
@@ -547,9 +551,82 @@ pub(crate) mod server {
     /// Answers from `zone` as it is when asked: the records of the name
     /// and type asked, NXDOMAIN for a name it does not hold; an answer
     /// with no record carries an SOA (its minimum: [`NEGATIVE_TTL`]).
+    /// Over UDP (and TCP on the same port). A UDP answer is at most 512
+    /// bytes, as without EDNS: a longer one goes out empty with TC set,
+    /// and the client is to ask again over TCP.
     pub(crate) async fn serve(zone: Zone) -> std::net::SocketAddr {
-        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = sock.local_addr().unwrap();
+        serve_counting(zone).await.0
+    }
+
+    /// [`serve`], with the count of questions answered over TCP.
+    pub(crate) async fn serve_counting(zone: Zone) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        // The TCP listener on the UDP socket's port (bounded tries).
+        let mut bound = None;
+        for _ in 0..20 {
+            let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = sock.local_addr().unwrap();
+            if let Ok(l) = TcpListener::bind(addr).await {
+                bound = Some((sock, l, addr));
+                break;
+            }
+        }
+        let (sock, listener, addr) = bound.expect("a port free for UDP and TCP");
+        let tcp_answers = Arc::new(AtomicUsize::new(0));
+        let z = zone.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            loop {
+                let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                    return;
+                };
+                let Some(mut r) = answer(&z, &buf[..n]) else {
+                    continue;
+                };
+                let mut bytes = r.to_vec().unwrap();
+                if bytes.len() > 512 {
+                    r.take_answers();
+                    r.take_name_servers();
+                    r.set_truncated(true);
+                    bytes = r.to_vec().unwrap();
+                }
+                let _ = sock.send_to(&bytes, from).await;
+            }
+        });
+        let counter = tcp_answers.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let (zone, counter) = (zone.clone(), counter.clone());
+                tokio::spawn(async move {
+                    // Two-byte length, then the message (RFC 1035 4.2.2).
+                    loop {
+                        let mut len = [0u8; 2];
+                        if conn.read_exact(&mut len).await.is_err() {
+                            return;
+                        }
+                        let mut q = vec![0u8; u16::from_be_bytes(len).into()];
+                        if conn.read_exact(&mut q).await.is_err() {
+                            return;
+                        }
+                        let Some(r) = answer(&zone, &q) else { return };
+                        let bytes = r.to_vec().unwrap();
+                        let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
+                        out.extend_from_slice(&bytes);
+                        if conn.write_all(&out).await.is_err() {
+                            return;
+                        }
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        (addr, tcp_answers)
+    }
+
+    fn answer(zone: &Zone, query: &[u8]) -> Option<Message> {
+        let q = Message::from_vec(query).ok()?;
         let soa = Record::from_rdata(
             name("example."),
             NEGATIVE_TTL,
@@ -563,48 +640,64 @@ pub(crate) mod server {
                 NEGATIVE_TTL,
             )),
         );
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1500];
-            loop {
-                let Ok((n, from)) = sock.recv_from(&mut buf).await else {
-                    return;
-                };
-                let Ok(q) = Message::from_vec(&buf[..n]) else {
+        let mut r = Message::new();
+        r.set_id(q.id())
+            .set_message_type(MessageType::Response)
+            .set_op_code(q.op_code())
+            .set_authoritative(true)
+            .set_recursion_desired(q.recursion_desired())
+            .set_recursion_available(true);
+        let zone = zone.lock().unwrap().clone();
+        for query in q.queries() {
+            r.add_query(query.clone());
+            let asked = query.name().to_lowercase();
+            let mut known = false;
+            for (owner, data, ttl) in &zone {
+                if name(owner) != asked {
                     continue;
-                };
-                let mut r = Message::new();
-                r.set_id(q.id())
-                    .set_message_type(MessageType::Response)
-                    .set_op_code(q.op_code())
-                    .set_authoritative(true)
-                    .set_recursion_desired(q.recursion_desired())
-                    .set_recursion_available(true);
-                let zone = zone.lock().unwrap().clone();
-                for query in q.queries() {
-                    r.add_query(query.clone());
-                    let asked = query.name().to_lowercase();
-                    let mut known = false;
-                    for (owner, data, ttl) in &zone {
-                        if name(owner) != asked {
-                            continue;
-                        }
-                        known = true;
-                        if data.record_type() == query.query_type() {
-                            r.add_answer(Record::from_rdata(asked.clone(), *ttl, data.clone()));
-                        }
-                    }
-                    if !known {
-                        r.set_response_code(ResponseCode::NXDomain);
-                    }
                 }
-                if r.answers().is_empty() {
-                    r.add_name_server(soa.clone());
+                known = true;
+                if data.record_type() == query.query_type() {
+                    r.add_answer(Record::from_rdata(asked.clone(), *ttl, data.clone()));
                 }
-                let _ = sock.send_to(&r.to_vec().unwrap(), from).await;
             }
-        });
-        addr
+            if !known {
+                r.set_response_code(ResponseCode::NXDomain);
+            }
+        }
+        if r.answers().is_empty() {
+            r.add_name_server(soa);
+        }
+        Some(r)
     }
+}
+
+#[tokio::test]
+async fn an_answer_truncated_over_udp_is_asked_again_over_tcp() {
+    // 24 SRV records: about 1 KiB, past what the server sends over UDP.
+    let mut zone = server::zone();
+    for n in 0..24u16 {
+        zone.push((
+            "_sip._udp.many.example.net.".into(),
+            RData::SRV(hickory_resolver::proto::rr::rdata::SRV::new(
+                10,
+                n,
+                5060,
+                format!("edge-{n:02}.many.example.net.").parse().unwrap(),
+            )),
+            server::ZONE_TTL,
+        ));
+    }
+    let (dns, tcp) = server::serve_counting(Arc::new(Mutex::new(zone))).await;
+    let resolver = Resolver::new(&[dns]).unwrap();
+    let got = resolver.srv("_sip._udp.many.example.net").await.unwrap();
+    assert_eq!(got.records.len(), 24);
+    assert!(tcp.load(Ordering::Relaxed) >= 1, "asked over TCP");
+    // A short answer stays on UDP.
+    let before = tcp.load(Ordering::Relaxed);
+    let one = resolver.srv("_sip._udp.srv.example.net").await.unwrap();
+    assert_eq!(one.records.len(), 1);
+    assert_eq!(tcp.load(Ordering::Relaxed), before);
 }
 
 #[tokio::test]
