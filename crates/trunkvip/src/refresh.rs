@@ -439,6 +439,24 @@ async fn sleep_until(t: Option<Instant>) {
     }
 }
 
+/// The names the TLS targets among `new` must show certificates for: the
+/// URI's host name (RFC 5922), never an SRV target's; none for an address
+/// or a transport without TLS. `Err`: a host that is no TLS server name.
+fn tls_names(
+    host: &TargetHost,
+    new: &[Target],
+) -> Result<Vec<(SocketAddr, ServerName<'static>)>, String> {
+    let TargetHost::Name(name) = host else {
+        return Ok(vec![]);
+    };
+    let sn = ServerName::try_from(name.clone()).map_err(|_| name.clone())?;
+    Ok(new
+        .iter()
+        .filter(|t| t.transport == Transport::Tls)
+        .map(|t| (t.address, sn.clone()))
+        .collect())
+}
+
 fn log(e: &Entry, outcome: &Outcome, transports: &Transports) {
     let uri = &e.target.uri;
     match (outcome, &e.owner) {
@@ -450,15 +468,9 @@ fn log(e: &Entry, outcome: &Outcome, transports: &Transports) {
                 list(old),
                 list(new)
             );
-            if let TargetHost::Name(name) = &e.target.host {
-                match ServerName::try_from(name.clone()) {
-                    Ok(sn) => transports.add_tls_names(
-                        new.iter()
-                            .filter(|t| t.transport == Transport::Tls)
-                            .map(|t| (t.address, sn.clone())),
-                    ),
-                    Err(_) => debug!(carrier = %uri, "{name} is no TLS server name"),
-                }
+            match tls_names(&e.target.host, new) {
+                Ok(names) => transports.add_tls_names(names),
+                Err(name) => debug!(carrier = %uri, "{name} is no TLS server name"),
             }
         }
         (Outcome::Edge { old, new, in_use }, Owner::Edge { name, .. }) => {

@@ -83,6 +83,30 @@ const CARRIER_IP: usize = 1;
 const EDGE: usize = 2;
 
 #[test]
+fn a_moved_carrier_name_names_its_new_tls_targets() {
+    let tls = Target {
+        transport: Transport::Tls,
+        ..udp("203.0.113.7:5061")
+    };
+    let new = [udp("203.0.113.7:5060"), tls, tcp("203.0.113.8:5060")];
+    // The URI's host, for the TLS target alone (RFC 5922).
+    let host = TargetHost::Name("carrier.example.com".into());
+    let got = tls_names(&host, &new).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, tls.address);
+    assert_eq!(
+        got[0].1,
+        ServerName::try_from("carrier.example.com").unwrap()
+    );
+    // An address in the URI: nothing to name.
+    let ip = TargetHost::Ip("203.0.113.7".parse().unwrap());
+    assert!(tls_names(&ip, &new).unwrap().is_empty());
+    // A host that is no server name is said, not added.
+    let bad = TargetHost::Name("bad name".into());
+    assert_eq!(tls_names(&bad, &new), Err("bad name".into()));
+}
+
+#[test]
 fn ttls_are_clamped_to_30s_and_1h() {
     assert_eq!(interval(Some(secs(0))), secs(30));
     assert_eq!(interval(Some(secs(29))), secs(30));
