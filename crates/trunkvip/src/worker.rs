@@ -9,14 +9,18 @@
 //! their Call-IDs) and whatever arrives at the host socket belong to
 //! worker 0.
 //!
-//! Each worker reads its own UDP socket of the service address
-//! (SO_REUSEPORT: the kernel picks the socket by source address and port,
-//! so one source's datagrams all reach one worker, in order). It handles
-//! what it owns in place. A datagram another worker owns it handles too,
-//! holding that core's lock, when that worker is asleep (the lock is
-//! free: waking its thread would cost more than the datagram); while that
-//! worker works, the datagram goes to its inbox, a FIFO channel, and
-//! whoever next takes that core's lock empties the inbox first. The tasks
+//! Each worker has its own UDP socket of the service address
+//! (SO_REUSEPORT), to send from; the group's datagrams are all steered to
+//! worker 0's socket ([`udp::bind_group`]), so one thread reads them in
+//! the order they came, and a call's carrier and Edge sides do not land
+//! on two threads. A reader handles what its core owns in place. A
+//! datagram another worker owns it handles too, holding that core's lock,
+//! when that worker is asleep (the lock is free: waking its thread would
+//! cost more than the datagram) and the reader keeps up (its batch was not
+//! full); otherwise the datagram goes to the owner's inbox, a FIFO channel
+//! that wakes it, and whoever next takes that core's lock empties the
+//! inbox first. So one thread does the work while one suffices, and the
+//! others join in under load. The tasks
 //! that frame TCP and TLS messages hand each to its owner's inbox. Either
 //! way a source's messages reach their core in the order they came. A
 //! core's timers are its owner's: a worker that moved them earlier than
@@ -324,12 +328,18 @@ impl Loop {
                     let owner = self.transports.shard(&data, input.host_side);
                     self.batch.push((from, data, owner));
                 }
+                // A full batch: datagrams are waiting, more than this
+                // thread keeps up with alone. The other workers' go to
+                // them, awake, rather than being handled here.
+                let backlog = self.batch.len() == BATCH;
                 busy |= input.may_read(t);
                 let mut batch = std::mem::take(&mut self.batch);
                 for (from, data, owner) in batch.drain(..) {
                     udp::log_in(&self.transports, &from, &data);
                     if owner == self.index {
                         own.core.handle(now(), from, data);
+                    } else if backlog {
+                        self.transports.hand_off(owner, from, data);
                     } else {
                         self.deliver(&shards[owner], owner, from, data);
                     }

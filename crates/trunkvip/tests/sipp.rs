@@ -145,11 +145,12 @@ fn demo_answers_sipp() {
     );
 }
 
-/// A burst larger than a worker's batch (32), every datagram owned by the
-/// other worker, must all be handed on and answered at once, not left in
-/// the socket until the next datagram comes. Each source lands on one of
-/// the two sockets as the kernel picks: eight sources, bursts owned by
-/// each worker, so some bursts reach the worker that owns none of them.
+/// A burst larger than a worker's batch (32), every datagram owned by one
+/// worker, must all be answered at once, not left in the socket until the
+/// next datagram comes. Worker 0 reads every datagram; of a burst owned by
+/// worker 1 the first full batch goes to worker 1's inbox (the reader is
+/// behind) and the rest is handled in place or queued behind it. Eight
+/// sources, bursts owned by each worker in turn.
 #[test]
 fn bursts_for_the_other_worker_are_all_answered() {
     let dir = tempdir();

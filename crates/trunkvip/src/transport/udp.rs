@@ -26,9 +26,14 @@ pub fn bind(addr: SocketAddr, freebind: bool) -> io::Result<std::net::UdpSocket>
 }
 
 /// The service address bound `n` times with SO_REUSEPORT, one socket per
-/// worker: the kernel spreads sources over them by address and port, so
-/// each source's datagrams reach one worker, in order, with no receive
-/// task between (see [`crate::worker`]).
+/// worker to send from, and every datagram steered to the first one (a
+/// one-instruction classic BPF program as the group's selector), so one
+/// worker reads them all, in order (see [`crate::worker`]). The kernel's
+/// own spread, by source address and port, would put a call's carrier
+/// side on one socket and its Edge side on another, and each call would
+/// then cross between two threads (22 % more CPU per call in
+/// BENCHMARKS.md). Where the program cannot be attached, that spread is
+/// the fallback.
 ///
 /// A group would let any process of the same user join it and take a
 /// share of the datagrams, a second trunkvip started by mistake among
@@ -42,7 +47,31 @@ pub fn bind_group(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::UdpSoc
     // Port 0 is chosen once, by the lone bind.
     let addr = alone.local_addr()?;
     drop(alone);
-    (0..n).map(|_| bind_std(addr, true, true)).collect()
+    let group: Vec<_> = (0..n)
+        .map(|_| bind_std(addr, true, true))
+        .collect::<io::Result<_>>()?;
+    if let Err(e) = steer_to_first(&group[0]) {
+        warn!(%addr, "udp: cannot steer the service address to one reader, the kernel spreads sources over the workers: {e}");
+    }
+    Ok(group)
+}
+
+/// Every datagram to the group's first socket: a classic BPF program of
+/// one instruction, `ret #0`, as the group's selector.
+fn steer_to_first(sock: &std::net::UdpSocket) -> io::Result<()> {
+    use nix::libc::{sock_filter, sock_fprog, BPF_K, BPF_RET};
+    let mut prog = [sock_filter {
+        code: (BPF_RET | BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let fprog = sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    nix::sys::socket::setsockopt(sock, nix::sys::socket::sockopt::AttachReusePortCbpf, &fprog)
+        .map_err(io::Error::from)
 }
 
 fn bind_std(addr: SocketAddr, freebind: bool, reuse_port: bool) -> io::Result<std::net::UdpSocket> {
@@ -259,7 +288,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_group_shares_one_port_and_each_source_sticks_to_one_socket() {
+    fn a_group_shares_one_port_and_its_first_socket_reads_every_source() {
         // Port 0: the lone bind picks it, the group joins it.
         let group = bind_group("127.0.0.1:0".parse().unwrap(), 3).unwrap();
         let to = group[0].local_addr().unwrap();
@@ -287,8 +316,38 @@ mod tests {
         // Nobody else joins the group: a second one cannot bind.
         let again = bind_group(to, 3).unwrap_err();
         assert_eq!(again.kind(), io::ErrorKind::AddrInUse);
-        // 16 sources over 3 sockets all on one: the kernel ignored
-        // SO_REUSEPORT (odds otherwise 3 in 43 million).
+        // 16 sources, all on the first socket: the steering program holds
+        // (the kernel's own spread over 3 sockets would do that once in
+        // 43 million runs).
+        assert_eq!(sockets_seen, [0].into(), "{sockets_seen:?}");
+    }
+
+    #[test]
+    fn without_the_program_the_kernel_spreads_sources() {
+        // What the steering replaces, and its fallback: each source sticks
+        // to one socket, in order, and 16 sources land on more than one.
+        let to = bind_std("127.0.0.1:0".parse().unwrap(), false, false)
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let group: Vec<_> = (0..3).map(|_| bind_std(to, false, true).unwrap()).collect();
+        let mut sockets_seen = std::collections::HashSet::new();
+        for _ in 0..16 {
+            let source = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            for n in 0..5u8 {
+                source.send_to(&[n], to).unwrap();
+            }
+            let mut got = vec![];
+            let mut buf = [0u8; 4];
+            for (i, s) in group.iter().enumerate() {
+                while let Ok((_, _)) = s.recv_from(&mut buf) {
+                    got.push((i, buf[0]));
+                }
+            }
+            let socket = got.first().expect("nothing received").0;
+            assert_eq!(got, (0..5).map(|n| (socket, n)).collect::<Vec<_>>());
+            sockets_seen.insert(socket);
+        }
         assert!(sockets_seen.len() > 1, "{sockets_seen:?}");
     }
 }
