@@ -31,8 +31,8 @@ pub fn bind(addr: SocketAddr, freebind: bool) -> io::Result<std::net::UdpSocket>
 /// worker reads them all, in order (see [`crate::worker`]). The kernel's
 /// own spread, by source address and port, would put a call's carrier
 /// side on one socket and its Edge side on another, and each call would
-/// then cross between two threads (22 % more CPU per call in
-/// BENCHMARKS.md). Where the program cannot be attached, that spread is
+/// then cross between two threads (11 % more CPU per call, BENCHMARKS.md
+/// "One reader"). Where the program cannot be attached, that spread is
 /// the fallback.
 ///
 /// A group would let any process of the same user join it and take a
