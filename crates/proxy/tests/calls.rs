@@ -643,14 +643,7 @@ fn ipv6_carrier_and_edges() {
     cfg.edges[0].address = addr("[2001:db8::21]:5060");
     cfg.edges[0].uri = "sip:[2001:db8::21]:5060".into();
     let mut sim = Sim::with(cfg);
-    sim.deliver(
-        addr("[2001:db8::2]:5060"),
-        invite("v6", "z9hG4bK-v6").replace("198.51.100.2:5060", "[2001:db8::2]:5060"),
-    );
-    let out = sim.take();
-    assert_eq!(out[0].0, addr("[2001:db8::2]:5060"));
-    let inv = &out[1].1;
-    assert_eq!(out[1].0, addr("[2001:db8::21]:5060"));
+    let inv = &place_v6(&mut sim, "v6");
     assert_eq!(inv.top_via().unwrap().sent_by, b"[2001:db8::10]:5060");
     assert!(inv
         .record_routes()
@@ -668,12 +661,22 @@ fn ipv6_carrier_and_edges() {
     assert!(sim.take().iter().any(|x| x.1.status() == Some(482)));
 }
 
+/// `place` for the IPv6 setup of `ipv6_carrier_and_edges`.
 fn place_v6(sim: &mut Sim, call: &str) -> Message {
     sim.deliver(
         addr("[2001:db8::2]:5060"),
         invite(call, &format!("z9hG4bK-{call}")).replace("198.51.100.2:5060", "[2001:db8::2]:5060"),
     );
-    sim.take().remove(1).1
+    let mut out = sim.take();
+    assert_eq!(out.len(), 2, "100 Trying and the INVITE");
+    let (to, trying) = out.remove(0);
+    assert_eq!(
+        (to, trying.status()),
+        (addr("[2001:db8::2]:5060"), Some(100))
+    );
+    let (to, inv) = out.remove(0);
+    assert_eq!(to, addr("[2001:db8::21]:5060"));
+    inv
 }
 
 #[test]
