@@ -51,7 +51,7 @@ use tracing::{debug, enabled, info, warn, Level};
 use trunkvip_proxy::{Core, EdgeStatus, Event, Incoming, Origin, Transport};
 use trunkvip_sip::Message;
 
-use crate::transport::udp::{self, UdpIo};
+use crate::transport::udp::{self, Scratch, UdpIo, BATCH};
 use crate::transport::{stream, Transports};
 
 /// Messages waiting for one worker before receive tasks wait.
@@ -150,11 +150,6 @@ pub struct DirectUdp {
     pub service: Option<std::net::UdpSocket>,
     pub host: Option<std::net::UdpSocket>,
 }
-
-/// What one worker reads from each input in a round before it sends:
-/// enough to batch a burst, few enough that timers and the other inputs
-/// keep their turn.
-const BATCH: usize = 32;
 
 const SERVICE: Token = Token(0);
 const HOST: Token = Token(1);
@@ -258,7 +253,6 @@ struct Loop {
     service: Option<UdpIo>,
     /// Worker 0's: probes leave from it and their answers come to it.
     host: Option<UdpIo>,
-    buf: Vec<u8>,
     batch: Vec<(Incoming, Bytes, usize)>,
     stop: Arc<AtomicBool>,
     shards: Arc<[Mutex<Shard>]>,
@@ -290,7 +284,6 @@ impl Loop {
             waker,
             service,
             host,
-            buf: vec![0u8; 65536],
             batch: Vec::with_capacity(BATCH),
             stop: Arc::default(),
             shards: Arc::new([]),
@@ -305,6 +298,7 @@ impl Loop {
     /// may hold more.
     fn run(&mut self) {
         let mut events = Events::with_capacity(64);
+        let mut scratch = Scratch::default();
         let shards = self.shards.clone();
         loop {
             if self.stop.load(Ordering::Relaxed) {
@@ -321,12 +315,16 @@ impl Loop {
                     _ => self.host.as_mut(),
                 };
                 let Some(input) = input else { continue };
+                let host_side = input.host_side;
                 while self.batch.len() < BATCH {
-                    let Some((from, data)) = input.recv(&mut self.buf, t) else {
+                    let room = BATCH - self.batch.len();
+                    let read = input.recv(&mut scratch, t, room, |from, data| {
+                        let owner = self.transports.shard(&data, host_side);
+                        self.batch.push((from, data, owner));
+                    });
+                    if read == 0 {
                         break;
-                    };
-                    let owner = self.transports.shard(&data, input.host_side);
-                    self.batch.push((from, data, owner));
+                    }
                 }
                 // A full batch: datagrams are waiting, more than this
                 // thread keeps up with alone. The other workers' go to
@@ -334,19 +332,33 @@ impl Loop {
                 let backlog = self.batch.len() == BATCH;
                 busy |= input.may_read(t);
                 let mut batch = std::mem::take(&mut self.batch);
-                for (from, data, owner) in batch.drain(..) {
-                    udp::log_in(&self.transports, &from, &data);
-                    if owner == self.index {
-                        own.core.handle(now(), from, data);
+                for (from, data, _) in &batch {
+                    udp::log_in(&self.transports, from, data);
+                }
+                // A dialog lives on one core: only the order within each
+                // core's share counts. This core's share, then each other
+                // core's in one go (one lock, one send); the sort is stable.
+                let index = self.index;
+                batch.sort_by_key(|d| (d.2 != index, d.2));
+                let mut items = batch.drain(..).peekable();
+                while let Some(&(_, _, owner)) = items.peek() {
+                    let share = std::iter::from_fn(|| items.next_if(|d| d.2 == owner));
+                    if owner == index {
+                        for (from, data, _) in share {
+                            own.core.handle(now(), from, data);
+                        }
                     } else if backlog {
-                        self.transports.hand_off(owner, from, data);
+                        for (from, data, _) in share {
+                            self.transports.hand_off(owner, from, data);
+                        }
                     } else {
-                        self.deliver(&shards[owner], owner, from, data);
+                        self.deliver(&mut scratch, &shards[owner], owner, share);
                     }
                 }
+                drop(items);
                 self.batch = batch;
             }
-            self.flush(self.index, &mut own.core);
+            self.flush(&mut scratch, self.index, &mut own.core);
             let t = now();
             let wake_at = [
                 own.core.poll_timeout(),
@@ -382,7 +394,7 @@ impl Loop {
                     // An error or hang-up is read as readable: the read
                     // says what it is.
                     let readable = e.is_readable() || e.is_error() || e.is_read_closed();
-                    s.ready(registry, readable, e.is_writable());
+                    s.ready(registry, &mut scratch, readable, e.is_writable());
                 }
             }
         }
@@ -417,24 +429,34 @@ impl Loop {
         Some(n == BATCH)
     }
 
-    /// A datagram for another worker's core: handled here if that worker
+    /// Datagrams for another worker's core: handled here if that worker
     /// is not working (its lock is free), else queued in its inbox. Before
-    /// it, whatever is queued there: one source's messages keep their
+    /// them, whatever is queued there: one source's messages keep their
     /// order.
-    fn deliver(&mut self, shard: &Mutex<Shard>, owner: usize, from: Incoming, data: Bytes) {
+    fn deliver(
+        &mut self,
+        scratch: &mut Scratch,
+        shard: &Mutex<Shard>,
+        owner: usize,
+        share: impl Iterator<Item = (Incoming, Bytes, usize)>,
+    ) {
         let mut s = match shard.try_lock() {
             Ok(s) => s,
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
             Err(TryLockError::WouldBlock) => {
-                self.transports.hand_off(owner, from, data);
+                for (from, data, _) in share {
+                    self.transports.hand_off(owner, from, data);
+                }
                 return;
             }
         };
         while let Ok(w) = s.work.try_recv() {
             work(&mut s.core, w);
         }
-        s.core.handle(now(), from, data);
-        self.flush(owner, &mut s.core);
+        for (from, data, _) in share {
+            s.core.handle(now(), from, data);
+        }
+        self.flush(scratch, owner, &mut s.core);
         // Its timers are the owner's to run: wake it if one is now due
         // before it meant to wake.
         if let Some(d) = s.core.poll_timeout() {
@@ -447,8 +469,11 @@ impl Loop {
 
     /// Sends what core `index` has to send, from this thread's sockets
     /// (every worker's socket of the service address has the same
-    /// address), and handles its events.
-    fn flush(&mut self, index: usize, core: &mut Core) {
+    /// address), with what they hold from earlier in the round, and
+    /// handles its events. Before the core's lock is released: no later
+    /// message of its dialogs, handled by another thread, may overtake
+    /// these.
+    fn flush(&mut self, scratch: &mut Scratch, index: usize, core: &mut Core) {
         let registry = self.poll.registry();
         while let Some(t) = core.poll_transmit() {
             if enabled!(Level::DEBUG) {
@@ -464,7 +489,7 @@ impl Loop {
                         Origin::Service => self.service.as_mut(),
                     };
                     match sock {
-                        Some(s) => s.send(registry, t.payload, t.destination),
+                        Some(s) => s.send(t.payload, t.destination),
                         None => {
                             debug!(destination = %t.destination, "no udp socket for this message: dropped")
                         }
@@ -472,6 +497,9 @@ impl Loop {
                 }
                 Transport::Tcp | Transport::Tls => stream::send(&self.transports, t),
             }
+        }
+        for s in [&mut self.service, &mut self.host].into_iter().flatten() {
+            s.flush(registry, scratch);
         }
         let mut edge_health = false;
         while let Some(e) = core.poll_event() {

@@ -3,12 +3,15 @@
 //! per worker with SO_REUSEPORT) and what a worker reads from them.
 
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mio::{Interest, Registry, Token};
+use nix::errno::Errno;
+use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, warn};
 use trunkvip_proxy::{Incoming, Transport};
@@ -110,10 +113,48 @@ const PENDING_MAX: usize = 4096;
 /// so one that keeps failing does not spin.
 const ERROR_PAUSE: Duration = Duration::from_millis(10);
 
+/// The most datagrams one system call reads or sends.
+pub const BATCH: usize = 32;
+
+/// What a round's first read offers room for: a call's worth.
+const FIRST_READ: usize = 8;
+
+/// Room for the largest UDP datagram.
+const SLOT: usize = 64 * 1024;
+
+/// One thread's buffers and message headers for reading and sending up to
+/// [`BATCH`] datagrams a system call (recvmmsg, sendmmsg): a round of a
+/// busy worker costs two or three calls instead of two per datagram
+/// (BENCHMARKS.md "Batched system calls"). The headers hold raw
+/// pointers, so this is not `Send`: it lives on the worker thread's stack.
+pub struct Scratch {
+    /// One per address family, IPv4 then IPv6: the kernel leaves each
+    /// header's address length at the last source's, and nix does not
+    /// reset it, so an IPv6 source read through a header last used for
+    /// IPv4 would come out cut to 16 bytes.
+    recv: [MultiHeaders<SockaddrStorage>; 2],
+    send: MultiHeaders<SockaddrStorage>,
+    to: Vec<Option<SockaddrStorage>>,
+    /// [`BATCH`] slots of [`SLOT`] bytes; untouched pages cost nothing.
+    slots: Vec<u8>,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self {
+            recv: [(); 2].map(|_| MultiHeaders::preallocate(BATCH, None)),
+            send: MultiHeaders::preallocate(BATCH, None),
+            to: Vec::with_capacity(BATCH),
+            slots: vec![0u8; BATCH * SLOT],
+        }
+    }
+}
+
 /// One UDP socket of a worker (its socket of the service address, or the
 /// host socket), registered with the worker's event loop (mio, edge
-/// triggered): read until it would block, written at once or, when the
-/// kernel's buffer is full, in order once it drains.
+/// triggered): read until it would block; written in batches, in order,
+/// at the end of the worker's round or, when the kernel's buffer is full,
+/// once it drains.
 #[derive(Debug)]
 pub struct UdpIo {
     io: mio::net::UdpSocket,
@@ -125,6 +166,10 @@ pub struct UdpIo {
     /// for the next readiness event.
     readable: bool,
     paused_until: Option<Instant>,
+    /// Datagrams the last read got.
+    last_read: usize,
+    /// Waiting for the send buffer to drain (registered for writable).
+    blocked: bool,
     pending: VecDeque<(Bytes, SocketAddr)>,
     dropped: u64,
 }
@@ -140,6 +185,8 @@ impl UdpIo {
             local,
             readable: true,
             paused_until: None,
+            last_read: 0,
+            blocked: false,
             pending: VecDeque::new(),
             dropped: 0,
         })
@@ -167,12 +214,18 @@ impl UdpIo {
     }
 
     /// Noted from a readiness event.
-    pub fn ready(&mut self, registry: &Registry, readable: bool, writable: bool) {
+    pub fn ready(
+        &mut self,
+        registry: &Registry,
+        scratch: &mut Scratch,
+        readable: bool,
+        writable: bool,
+    ) {
         if readable {
             self.readable = true;
         }
-        if writable {
-            self.flush(registry);
+        if writable && self.blocked {
+            self.send_pending(registry, scratch);
         }
     }
 
@@ -181,70 +234,84 @@ impl UdpIo {
         self.paused_until.filter(|_| self.readable)
     }
 
-    /// The next datagram worth proxying, copied out of `buf` (a message may
-    /// live as long as its transaction; a slice of a shared 64 KiB buffer
-    /// would pin all of it); `None` once the socket would block.
-    pub fn recv(&mut self, buf: &mut [u8], now: Instant) -> Option<(Incoming, Bytes)> {
-        if !self.may_read(now) {
-            return None;
+    /// Reads up to `room` datagrams (at most [`BATCH`]) in one system call
+    /// and gives `f` each one worth proxying, copied out of the scratch
+    /// slot (a message may live as long as its transaction). How many
+    /// were read; 0 once the socket would block.
+    pub fn recv(
+        &mut self,
+        scratch: &mut Scratch,
+        now: Instant,
+        room: usize,
+        mut f: impl FnMut(Incoming, Bytes),
+    ) -> usize {
+        if !self.may_read(now) || room == 0 {
+            return 0;
         }
         self.paused_until = None;
-        loop {
-            let (n, source) = match self.io.recv_from(buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+        let mut got = [(0usize, None::<SocketAddr>); BATCH];
+        // Each slot offered costs work in the call whether filled or not:
+        // a round's first read offers a few, more after a full read.
+        let ask = room.min(BATCH).min((2 * self.last_read).max(FIRST_READ));
+        let n = loop {
+            let mut bufs: Vec<[IoSliceMut<'_>; 1]> = Vec::with_capacity(ask);
+            bufs.extend(
+                scratch
+                    .slots
+                    .chunks_mut(SLOT)
+                    .take(ask)
+                    .map(|s| [IoSliceMut::new(s)]),
+            );
+            let read = recvmmsg(
+                self.io.as_raw_fd(),
+                &mut scratch.recv[usize::from(self.local.is_ipv6())],
+                bufs.iter_mut(),
+                MsgFlags::MSG_DONTWAIT,
+                None,
+            );
+            match read {
+                Ok(read) => {
+                    let mut n = 0;
+                    for m in read {
+                        got[n] = (m.bytes, m.address.and_then(std_addr));
+                        n += 1;
+                    }
+                    self.last_read = n;
+                    break n;
+                }
+                Err(Errno::EAGAIN) => {
                     self.readable = false;
-                    return None;
+                    self.last_read = 0;
+                    return 0;
                 }
                 // ECONNREFUSED and the like, reported for an earlier send.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionRefused
-                            | io::ErrorKind::ConnectionReset
-                            | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
+                Err(Errno::ECONNREFUSED | Errno::ECONNRESET | Errno::EINTR) => continue,
                 Err(e) => {
                     warn!(local = %self.local, "udp receive: {e}");
                     self.paused_until = Some(now + ERROR_PAUSE);
-                    return None;
+                    return 0;
                 }
-            };
-            let data = &buf[..n];
+            }
+        };
+        for (i, &(len, source)) in got[..n].iter().enumerate() {
+            let Some(source) = source else { continue };
+            let data = &scratch.slots[i * SLOT..][..len];
             // RFC 5626 keep-alives and stray CRLFs carry nothing to proxy.
             if data.iter().all(|c| matches!(c, b'\r' | b'\n' | b' ')) {
                 continue;
             }
             let data = Bytes::copy_from_slice(data);
             crate::capture::record(Transport::Udp, source, self.local, || data.clone());
-            return Some((Incoming::udp(source), data));
+            f(Incoming::udp(source), data);
         }
+        n
     }
 
-    /// Sends one datagram, after any held back. Errors other than a full
-    /// buffer (an ICMP port unreachable reported on a later send) are the
-    /// network's to lose.
-    pub fn send(&mut self, registry: &Registry, payload: Bytes, to: SocketAddr) {
+    /// Queues one datagram, sent with the others of the round by
+    /// [`UdpIo::flush`].
+    pub fn send(&mut self, payload: Bytes, to: SocketAddr) {
         if let Some(c) = crate::capture::get() {
             c.message(Transport::Udp, self.local, to, payload.clone());
-        }
-        if self.pending.is_empty() {
-            match self.io.send_to(&payload, to) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // Told when the buffer drains.
-                    if let Err(e) = self.interest(registry, true) {
-                        warn!(local = %self.local, "udp: cannot wait for the send buffer: {e}");
-                    }
-                }
-                Err(e) => {
-                    debug!(destination = %to, "udp send failed: {e}");
-                    return;
-                }
-                Ok(_) => return,
-            }
         }
         if self.pending.len() >= PENDING_MAX {
             self.dropped += 1;
@@ -257,20 +324,71 @@ impl UdpIo {
         self.pending.push_back((payload, to));
     }
 
-    fn flush(&mut self, registry: &Registry) {
-        while let Some((payload, to)) = self.pending.front() {
-            match self.io.send_to(payload, *to) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => debug!(destination = %to, "udp send failed: {e}"),
-                Ok(_) => {}
+    /// Sends what is queued, in order, [`BATCH`] datagrams a system call;
+    /// while the kernel's buffer is full, nothing until it drains.
+    pub fn flush(&mut self, registry: &Registry, scratch: &mut Scratch) {
+        if !self.blocked {
+            self.send_pending(registry, scratch);
+        }
+    }
+
+    /// Errors other than a full buffer (an unreachable network) lose that
+    /// datagram only.
+    fn send_pending(&mut self, registry: &Registry, scratch: &mut Scratch) {
+        while !self.pending.is_empty() {
+            let mut bufs = [[IoSlice::new(&[])]; BATCH];
+            scratch.to.clear();
+            for (buf, (payload, to)) in bufs.iter_mut().zip(self.pending.iter()) {
+                *buf = [IoSlice::new(payload)];
+                scratch.to.push(Some(SockaddrStorage::from(*to)));
             }
-            self.pending.pop_front();
+            let n = scratch.to.len();
+            let sent = sendmmsg(
+                self.io.as_raw_fd(),
+                &mut scratch.send,
+                &bufs[..n],
+                &scratch.to,
+                [],
+                MsgFlags::MSG_DONTWAIT,
+            )
+            .map(Iterator::count);
+            match sent {
+                Ok(n) => {
+                    self.pending.drain(..n.clamp(1, self.pending.len()));
+                }
+                Err(Errno::EAGAIN) => {
+                    // Told when the buffer drains.
+                    if !self.blocked {
+                        self.blocked = true;
+                        if let Err(e) = self.interest(registry, true) {
+                            warn!(local = %self.local, "udp: cannot wait for the send buffer: {e}");
+                        }
+                    }
+                    return;
+                }
+                Err(e) => {
+                    if let Some((_, to)) = self.pending.pop_front() {
+                        debug!(destination = %to, "udp send failed: {e}");
+                    }
+                }
+            }
         }
-        // Drained: a writable event after every datagram sent would only
-        // wake the worker for nothing.
-        if let Err(e) = self.interest(registry, false) {
-            warn!(local = %self.local, "udp: cannot reregister: {e}");
+        if self.blocked {
+            self.blocked = false;
+            // A writable event after every datagram sent would only wake
+            // the worker for nothing.
+            if let Err(e) = self.interest(registry, false) {
+                warn!(local = %self.local, "udp: cannot reregister: {e}");
+            }
         }
+    }
+}
+
+fn std_addr(a: SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        Some(SocketAddr::V4((*v4).into()))
+    } else {
+        a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
     }
 }
 
@@ -313,6 +431,84 @@ mod tests {
             sockets_seen.insert(socket);
         }
         sockets_seen
+    }
+
+    /// Everything `io` reads until it would block, `room` at a time.
+    fn read_all(io: &mut UdpIo, scratch: &mut Scratch, room: usize) -> Vec<(SocketAddr, Bytes)> {
+        let mut got = vec![];
+        let now = Instant::now();
+        while io.recv(scratch, now, room, |from, data| {
+            got.push((from.source, data))
+        }) > 0
+        {}
+        got
+    }
+
+    #[test]
+    fn reads_in_batches_in_order_and_sources_of_both_families_intact() {
+        let mut scratch = Scratch::default();
+        // IPv4 first: each header keeps the address length of its last
+        // read, and an IPv6 source read after must still be whole.
+        for (n, local) in ["127.0.0.1:0", "[::1]:0"].into_iter().enumerate() {
+            let sock = bind(local.parse().unwrap(), false).unwrap();
+            let to = sock.local_addr().unwrap();
+            let mut io = UdpIo::new(sock, false, Token(n)).unwrap();
+            let source = std::net::UdpSocket::bind(SocketAddr::new(to.ip(), 0)).unwrap();
+            // More than a batch, a keep-alive among them.
+            for i in 0..(BATCH as u8 + 9) {
+                source.send_to(&[b'a', i], to).unwrap();
+                if i == 3 {
+                    source.send_to(b"\r\n\r\n", to).unwrap();
+                }
+            }
+            let got = read_all(&mut io, &mut scratch, BATCH);
+            assert!(
+                got.iter()
+                    .all(|(from, _)| *from == source.local_addr().unwrap()),
+                "{got:?}"
+            );
+            let payloads: Vec<_> = got.iter().map(|(_, d)| d[1]).collect();
+            assert_eq!(payloads, (0..(BATCH as u8 + 9)).collect::<Vec<_>>());
+            assert!(!io.may_read(Instant::now()), "read until it would block");
+        }
+    }
+
+    #[test]
+    fn a_round_of_sends_leaves_in_batches_in_order() {
+        let poll = mio::Poll::new().unwrap();
+        let mut scratch = Scratch::default();
+        let mut io = UdpIo::new(
+            bind("127.0.0.1:0".parse().unwrap(), false).unwrap(),
+            false,
+            Token(0),
+        )
+        .unwrap();
+        io.register(poll.registry()).unwrap();
+        let peers: Vec<_> = (0..2)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        for p in &peers {
+            p.set_nonblocking(true).unwrap();
+        }
+        let n = 2 * BATCH + 5;
+        for i in 0..n {
+            io.send(
+                Bytes::from(vec![i as u8]),
+                peers[i % 2].local_addr().unwrap(),
+            );
+        }
+        // Queued until the round ends.
+        let mut buf = [0u8; 8];
+        assert!(peers[0].recv_from(&mut buf).is_err());
+        io.flush(poll.registry(), &mut scratch);
+        for (p, peer) in peers.iter().enumerate() {
+            let mut got = vec![];
+            while let Ok((_, from)) = peer.recv_from(&mut buf) {
+                assert_eq!(from, io.local);
+                got.push(buf[0] as usize);
+            }
+            assert_eq!(got, (0..n).filter(|i| i % 2 == p).collect::<Vec<_>>());
+        }
     }
 
     #[test]
