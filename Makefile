@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build test lint unit deps demo certs fuzz fuzz-deps bench bench-parse bench-core bench-vip bench-vip-soak drill soak clean
+.PHONY: all build test lint unit deps demo certs fuzz fuzz-deps bench bench-parse bench-core bench-paired bench-vip bench-vip-soak drill soak clean
 
 all: build
 
@@ -75,6 +75,13 @@ bench-vip: deps
 bench-proxy:
 	$(CARGO) build --release -p trunkvip
 	bench/proxy.sh
+
+# Two proxies side by side, each with its own SIPp uac and uas pair, so the
+# machine's drift hits both alike: Kamailio against trunkvip by default, or
+# two trunkvip builds (PAIR="trunkvip-w1 trunkvip-w1" A_BIN=... B_BIN=...).
+bench-paired:
+	$(CARGO) build --release -p trunkvip
+	bench/paired.sh
 
 # No false takeover under load: 20 ms adverts, SIPp at 500 calls/s through
 # a trunkvip pair in a namespace lab for SOAK_SECONDS (default 600; root).
