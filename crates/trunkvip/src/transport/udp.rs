@@ -351,6 +351,7 @@ impl UdpIo {
                 [],
                 MsgFlags::MSG_DONTWAIT,
             )
+            // nix gives the number sent only as its results' length.
             .map(Iterator::count);
             match sent {
                 Ok(n) => {
