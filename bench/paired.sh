@@ -34,7 +34,9 @@ read -r A B <<<"$PAIR"
 [ -n "${B:-}" ] || { echo "bench/paired.sh: PAIR needs two targets" >&2; exit 1; }
 [ "$A" = kamailio ] && [ "$B" = kamailio ] && { echo "bench/paired.sh: at most one side may be kamailio" >&2; exit 1; }
 
-for tool in sipp cc python3 ss curl; do
+tools="sipp cc python3 ss curl"
+case " $A $B " in *" kamailio "*) tools="$tools kamailio" ;; esac
+for tool in $tools; do
   command -v "$tool" >/dev/null || { echo "bench/paired.sh: $tool is missing" >&2; exit 1; }
 done
 A_BIN=${A_BIN:-$root/target/release/trunkvip}
