@@ -63,7 +63,7 @@ echo "round,side,target,binary,calls,ok,failed,cpu_us_per_call" >"$raw.tmp"
   echo "trunkvip at $(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo '?'); load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$OUT/paired-env.txt"
 
-declare -A PORT PID0 DIR
+declare -A PORT E1 E2 PID0 DIR
 for ((round = 1; round <= ROUNDS; round++)); do
   for side in A B; do
     DIR[$side]=$scratch/$round-$side
@@ -71,10 +71,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
     random_port e1
     random_port e2
     random_port port
-    PORT[$side]=$port
+    PORT[$side]=$port E1[$side]=$e1 E2[$side]=$e2
     start_uas uas1 "$e1" "${DIR[$side]}"
     start_uas uas2 "$e2" "${DIR[$side]}"
-    eval "E1_$side=$e1 E2_$side=$e2"
   done
   # Alternate which proxy starts first.
   order="A B"
@@ -83,8 +82,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     target=$A bin=$scratch/trunkvip-a
     [ "$side" = B ] && target=$B bin=$scratch/trunkvip-b
     TRUNKVIP=$bin
-    e1=E1_$side e2=E2_$side
-    start_proxy "$target" "${PORT[$side]}" "${!e1}" "${!e2}" "${DIR[$side]}"
+    start_proxy "$target" "${PORT[$side]}" "${E1[$side]}" "${E2[$side]}" "${DIR[$side]}"
     PID0[$side]=$PROXY_PID
   done
   a0=$(cpu_ns "${PID0[A]}")
