@@ -345,14 +345,14 @@ impl Loop {
                     let share = std::iter::from_fn(|| items.next_if(|d| d.2 == owner));
                     if owner == index {
                         for (from, data, _) in share {
-                            own.core.handle(now(), from, data);
+                            own.core.handle(t, from, data);
                         }
                     } else if backlog {
                         for (from, data, _) in share {
                             self.transports.hand_off(owner, from, data);
                         }
                     } else {
-                        self.deliver(&mut scratch, &shards[owner], owner, share);
+                        self.deliver(&mut scratch, t, &shards[owner], owner, share);
                     }
                 }
                 drop(items);
@@ -436,6 +436,7 @@ impl Loop {
     fn deliver(
         &mut self,
         scratch: &mut Scratch,
+        t: Instant,
         shard: &Mutex<Shard>,
         owner: usize,
         share: impl Iterator<Item = (Incoming, Bytes, usize)>,
@@ -454,7 +455,7 @@ impl Loop {
             work(&mut s.core, w);
         }
         for (from, data, _) in share {
-            s.core.handle(now(), from, data);
+            s.core.handle(t, from, data);
         }
         self.flush(scratch, owner, &mut s.core);
         // Its timers are the owner's to run: wake it if one is now due

@@ -152,7 +152,8 @@ impl Default for Scratch {
 
 /// One UDP socket of a worker (its socket of the service address, or the
 /// host socket), registered with the worker's event loop (mio, edge
-/// triggered): read until it would block; written in batches, in order,
+/// triggered): read until a read would block or comes short; written in
+/// batches, in order,
 /// at the end of the worker's round or, when the kernel's buffer is full,
 /// once it drains.
 #[derive(Debug)]
@@ -162,8 +163,8 @@ pub struct UdpIo {
     /// The probe socket, whose answers belong to the probing worker.
     pub host_side: bool,
     local: SocketAddr,
-    /// More may wait in the socket: only a read that would block waits
-    /// for the next readiness event.
+    /// More may wait in the socket: only a read that would block or came
+    /// short waits for the next readiness event.
     readable: bool,
     paused_until: Option<Instant>,
     /// Datagrams the last read got.
@@ -237,7 +238,7 @@ impl UdpIo {
     /// Reads up to `room` datagrams (at most [`BATCH`]) in one system call
     /// and gives `f` each one worth proxying, copied out of the scratch
     /// slot (a message may live as long as its transaction). How many
-    /// were read; 0 once the socket would block.
+    /// were read; 0 once the socket would block or a read came short.
     pub fn recv(
         &mut self,
         scratch: &mut Scratch,
@@ -277,6 +278,13 @@ impl UdpIo {
                         n += 1;
                     }
                     self.last_read = n;
+                    // Short of what was asked: the call met an empty queue
+                    // (or an error raised meanwhile, which raised an event
+                    // too), so the next datagram brings an event of its
+                    // own and reading on would only meet EAGAIN.
+                    if n < ask {
+                        self.readable = false;
+                    }
                     break n;
                 }
                 Err(Errno::EAGAIN) => {
@@ -472,6 +480,42 @@ mod tests {
             assert_eq!(payloads, (0..(BATCH as u8 + 9)).collect::<Vec<_>>());
             assert!(!io.may_read(Instant::now()), "read until it would block");
         }
+    }
+
+    #[test]
+    fn a_short_read_waits_for_the_next_event_which_brings_what_came_since() {
+        let mut poll = mio::Poll::new().unwrap();
+        let mut events = mio::Events::with_capacity(8);
+        let mut scratch = Scratch::default();
+        let sock = bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let to = sock.local_addr().unwrap();
+        let mut io = UdpIo::new(sock, false, Token(0)).unwrap();
+        io.register(poll.registry()).unwrap();
+        let source = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let wait = |poll: &mut mio::Poll, events: &mut mio::Events| {
+            poll.poll(events, Some(Duration::from_secs(5))).unwrap();
+            events.iter().any(|e| e.is_readable())
+        };
+        source.send_to(b"a1", to).unwrap();
+        source.send_to(b"a2", to).unwrap();
+        assert!(wait(&mut poll, &mut events));
+        io.ready(poll.registry(), &mut scratch, true, false);
+        let mut got = vec![];
+        let n = io.recv(&mut scratch, Instant::now(), BATCH, |_, d| got.push(d));
+        assert_eq!((n, got.len()), (2, 2), "two of the {FIRST_READ} asked for");
+        // Short: the queue was empty, so no second read (no EAGAIN call).
+        assert!(!io.may_read(Instant::now()));
+        source.send_to(b"a3", to).unwrap();
+        assert_eq!(io.recv(&mut scratch, Instant::now(), BATCH, |_, _| {}), 0);
+        // The datagram that came since raised an event of its own.
+        assert!(
+            wait(&mut poll, &mut events),
+            "no event for the new datagram"
+        );
+        io.ready(poll.registry(), &mut scratch, true, false);
+        let n = io.recv(&mut scratch, Instant::now(), BATCH, |_, d| got.push(d));
+        assert_eq!(n, 1);
+        assert_eq!(got, [&b"a1"[..], b"a2", b"a3"]);
     }
 
     #[test]
