@@ -254,6 +254,11 @@ struct Loop {
     /// Worker 0's: probes leave from it and their answers come to it.
     host: Option<UdpIo>,
     batch: Vec<(Incoming, Bytes, usize)>,
+    /// The channels may hold something: the waker fired (or the last
+    /// round left the inbox unfinished) since they were last found empty.
+    /// Their waker stays registered until it fires, so until then there is
+    /// nothing to look for, and the look costs cache misses on every round.
+    channels_ready: bool,
     stop: Arc<AtomicBool>,
     shards: Arc<[Mutex<Shard>]>,
     wakers: Arc<[Waker]>,
@@ -285,6 +290,7 @@ impl Loop {
             service,
             host,
             batch: Vec::with_capacity(BATCH),
+            channels_ready: true,
             stop: Arc::default(),
             shards: Arc::new([]),
             wakers: Arc::new([]),
@@ -388,7 +394,10 @@ impl Loop {
                 let sock = match e.token() {
                     SERVICE => self.service.as_mut(),
                     HOST => self.host.as_mut(),
-                    _ => None,
+                    _ => {
+                        self.channels_ready = true;
+                        None
+                    }
                 };
                 if let Some(s) = sock {
                     // An error or hang-up is read as readable: the read
@@ -401,32 +410,38 @@ impl Loop {
         debug!(worker = self.index, "worker stopped");
     }
 
-    /// The owner's part of a round: every control message, a batch of the
-    /// inbox, due timers. `Some(true)` when the inbox may hold more,
-    /// `None` once the control channel closed.
+    /// The owner's part of a round: every control message and a batch of
+    /// the inbox (when their waker fired since they were found empty), due
+    /// timers. `Some(true)` when the inbox may hold more, `None` once the
+    /// control channel closed.
     fn own_round(&mut self, own: &mut Shard) -> Option<bool> {
-        let mut cx = Context::from_waker(&self.waker);
-        loop {
-            match self.control.poll_recv(&mut cx) {
-                Poll::Ready(Some(c)) => control(self.index, &mut own.core, c),
-                Poll::Ready(None) => return None,
-                Poll::Pending => break,
+        let mut more = false;
+        if std::mem::take(&mut self.channels_ready) {
+            let mut cx = Context::from_waker(&self.waker);
+            loop {
+                match self.control.poll_recv(&mut cx) {
+                    Poll::Ready(Some(c)) => control(self.index, &mut own.core, c),
+                    Poll::Ready(None) => return None,
+                    Poll::Pending => break,
+                }
             }
-        }
-        let mut n = 0;
-        while n < BATCH {
-            match own.work.poll_recv(&mut cx) {
-                Poll::Ready(Some(w)) => work(&mut own.core, w),
-                Poll::Ready(None) => return None,
-                Poll::Pending => break,
+            let mut n = 0;
+            while n < BATCH {
+                match own.work.poll_recv(&mut cx) {
+                    Poll::Ready(Some(w)) => work(&mut own.core, w),
+                    Poll::Ready(None) => return None,
+                    Poll::Pending => break,
+                }
+                n += 1;
             }
-            n += 1;
+            more = n == BATCH;
+            self.channels_ready = more;
         }
         let t = now();
         if own.core.poll_timeout().is_some_and(|d| d <= t) {
             own.core.handle_timeout(t);
         }
-        Some(n == BATCH)
+        Some(more)
     }
 
     /// Datagrams for another worker's core: handled here if that worker
