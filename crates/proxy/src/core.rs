@@ -79,12 +79,12 @@ impl Core {
     /// One UDP datagram. The core may keep `data` (the request of a
     /// transaction): give it a buffer of the datagram's own size.
     pub fn handle(&mut self, now: Instant, incoming: Incoming, data: Bytes) {
-        match Message::parse_datagram_in(data.clone(), &self.limits, &mut self.spare) {
+        match Message::parse_datagram_in(data, &self.limits, &mut self.spare) {
             Ok(msg) => {
                 self.dispatch(now, incoming, &msg, false);
                 msg.recycle(&mut self.spare);
             }
-            Err(e) => self.proxy.handle_unparseable(incoming, &data, &e),
+            Err((e, data)) => self.proxy.handle_unparseable(incoming, &data, &e),
         }
         self.pump();
     }

@@ -406,23 +406,27 @@ impl Message {
     /// Content-Length are ignored; without Content-Length the body is the
     /// rest of the datagram; a Content-Length beyond the datagram is an error.
     pub fn parse_datagram(buf: Bytes, limits: &Limits) -> Result<Message, Error> {
-        Self::parse_datagram_in(buf, limits, &mut HeaderIndex::default())
+        Self::parse_datagram_in(buf, limits, &mut HeaderIndex::default()).map_err(|(e, _)| e)
     }
 
     /// `parse_datagram`, with the header index kept in `spare` by
-    /// [`Message::recycle`] (a new one when there is none).
+    /// [`Message::recycle`] (a new one when there is none). A datagram
+    /// that does not parse comes back with the error, for an answer to it:
+    /// the caller need not keep a second handle on every datagram, whose
+    /// first clone costs an allocation.
     pub fn parse_datagram_in(
         buf: Bytes,
         limits: &Limits,
         spare: &mut HeaderIndex,
-    ) -> Result<Message, Error> {
+    ) -> Result<Message, (Error, Bytes)> {
         if buf.len() > limits.max_message_size {
-            return err(
+            let e = Error::new(
                 ErrorKind::TooLarge {
                     limit: limits.max_message_size,
                 },
                 limits.max_message_size,
             );
+            return Err((e, buf));
         }
         let mut headers = std::mem::take(&mut spare.0);
         if headers.capacity() == 0 {
@@ -434,8 +438,16 @@ impl Message {
             head: Head::with_index(headers),
             body: Span::default(),
         };
-        m.frame_datagram(limits)?;
-        Ok(m)
+        match m.frame_datagram(limits) {
+            Ok(()) => Ok(m),
+            Err(e) => {
+                let Message { buf, head, .. } = m;
+                let mut headers = head.headers;
+                headers.clear();
+                spare.0 = headers;
+                Err((e, buf))
+            }
+        }
     }
 
     /// Ends the message, keeping its header index for the next
@@ -996,7 +1008,10 @@ v=0\n";
                         assert_eq!(a.header(HeaderName::To), b.header(HeaderName::To));
                         b.recycle(&mut spare);
                     }
-                    (Err(a), Err(b)) => assert_eq!(a.kind(), b.kind(), "{data:?}"),
+                    (Err(a), Err((b, back))) => {
+                        assert_eq!(a.kind(), b.kind(), "{data:?}");
+                        assert_eq!(&back, data, "the datagram comes back whole");
+                    }
                     (a, b) => panic!("{data:?}: {a:?} {b:?}"),
                 }
             }
