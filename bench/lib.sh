@@ -127,6 +127,58 @@ start_uas() { # name port dir: sipp -sn uas -aa, pid appended to PIDS
   wait_udp_bound "$2" 10
 }
 
+# trunkvip's configuration for the benches: listeners, two Edges (priority
+# 1 and 2) probed the way the Kamailio anchor probes them (every second, 3
+# failures down, 5 up), the admin endpoint, and any extra health_check keys.
+trunkvip_config() { # listen_list e1 e2 workers admin_port extra_health_check_lines
+  cat <<EOF
+listen = [$1]
+host_address = "127.0.0.1"
+workers = $4
+
+[[edge]]
+name = "EDGE-1"
+uri = "sip:127.0.0.1:$2;transport=udp"
+priority = 1
+
+[[edge]]
+name = "EDGE-2"
+uri = "sip:127.0.0.1:$3;transport=udp"
+priority = 2
+
+# As the Kamailio anchor probes: every second, 3 failures down, 5 up.
+[health_check]
+interval = "1s"
+timeout = "500ms"
+failure_threshold = 3
+recovery_threshold = 5
+${6:-}
+
+[admin]
+listen = "127.0.0.1:$5"
+EOF
+}
+
+# Starts $TRUNKVIP on dir/trunkvip.toml and waits (bounded) for both Edges
+# Healthy; sets PROXY_PID.
+start_trunkvip() { # dir admin_port
+  local n
+  "$TRUNKVIP" run --config "$1/trunkvip.toml" >"$1/trunkvip.log" 2>&1 &
+  PROXY_PID=$!
+  PIDS+=("$PROXY_PID")
+  for ((n = 0; n < 200; n++)); do
+    kill -0 "$PROXY_PID" 2>/dev/null || { cat "$1/trunkvip.log" >&2; return 1; }
+    if curl -s -m 1 "http://127.0.0.1:$2/status" 2>/dev/null |
+      python3 -c 'import json,sys; e=json.load(sys.stdin)["edges"]; sys.exit(0 if len(e)==2 and all(x["healthy"] for x in e) else 1)' 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "trunkvip: Edges never Healthy" >&2
+  cat "$1/trunkvip.log" >&2
+  return 1
+}
+
 # Starts PROXY in front of uas ports $3 $4 on port $2; sets PROXY_PID.
 start_proxy() { # target port e1 e2 dir
   local target=$1 port=$2 e1=$3 e2=$4 dir=$5 n
@@ -160,45 +212,8 @@ start_proxy() { # target port e1 e2 dir
     local admin spec=${target#trunkvip-w} failover=""
     case $spec in *-fo*) failover="failover_after = \"${spec#*-fo}\"" ;; esac
     random_port admin
-    cat >"$dir/trunkvip.toml" <<EOF
-listen = ["udp:127.0.0.1:$port"]
-host_address = "127.0.0.1"
-workers = ${spec%%-*}
-
-[[edge]]
-name = "EDGE-1"
-uri = "sip:127.0.0.1:$e1;transport=udp"
-priority = 1
-
-[[edge]]
-name = "EDGE-2"
-uri = "sip:127.0.0.1:$e2;transport=udp"
-priority = 2
-
-# As the Kamailio anchor probes: every second, 3 failures down, 5 up.
-[health_check]
-interval = "1s"
-timeout = "500ms"
-failure_threshold = 3
-recovery_threshold = 5
-$failover
-
-[admin]
-listen = "127.0.0.1:$admin"
-EOF
-    "$TRUNKVIP" run --config "$dir/trunkvip.toml" >"$dir/trunkvip.log" 2>&1 &
-    PROXY_PID=$!
-    PIDS+=("$PROXY_PID")
-    # Both Edges Healthy before calls (bounded).
-    for ((n = 0; n < 200; n++)); do
-      kill -0 "$PROXY_PID" 2>/dev/null || { cat "$dir/trunkvip.log" >&2; return 1; }
-      if curl -s -m 1 "http://127.0.0.1:$admin/status" 2>/dev/null |
-        python3 -c 'import json,sys; e=json.load(sys.stdin)["edges"]; sys.exit(0 if len(e)==2 and all(x["healthy"] for x in e) else 1)' 2>/dev/null; then
-        break
-      fi
-      sleep 0.1
-    done
-    [ "$n" -lt 200 ] || { echo "trunkvip: Edges never Healthy" >&2; cat "$dir/trunkvip.log" >&2; return 1; }
+    trunkvip_config "\"udp:127.0.0.1:$port\"" "$e1" "$e2" "${spec%%-*}" "$admin" "$failover" >"$dir/trunkvip.toml"
+    start_trunkvip "$dir" "$admin"
     ;;
   *)
     echo "unknown target $target" >&2

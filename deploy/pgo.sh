@@ -68,40 +68,9 @@ random_port port
 random_port admin
 start_uas uas1 "$e1" "$scratch"
 start_uas uas2 "$e2" "$scratch"
-cat >"$scratch/trunkvip.toml" <<EOF
-listen = ["udp:127.0.0.1:$port", "tcp:127.0.0.1:$port"]
-host_address = "127.0.0.1"
-workers = 2
-
-[[edge]]
-name = "EDGE-1"
-uri = "sip:127.0.0.1:$e1;transport=udp"
-priority = 1
-
-[[edge]]
-name = "EDGE-2"
-uri = "sip:127.0.0.1:$e2;transport=udp"
-priority = 2
-
-[health_check]
-interval = "1s"
-timeout = "500ms"
-failure_threshold = 3
-recovery_threshold = 5
-
-[admin]
-listen = "127.0.0.1:$admin"
-EOF
-"$TRUNKVIP" run --config "$scratch/trunkvip.toml" >"$scratch/trunkvip.log" 2>&1 &
-proxy=$!
-PIDS+=("$proxy")
-for ((n = 0; n < 200; n++)); do
-  kill -0 "$proxy" 2>/dev/null || { cat "$scratch/trunkvip.log" >&2; exit 1; }
-  curl -s -m 1 "http://127.0.0.1:$admin/status" 2>/dev/null |
-    python3 -c 'import json,sys; e=json.load(sys.stdin)["edges"]; sys.exit(0 if len(e)==2 and all(x["healthy"] for x in e) else 1)' 2>/dev/null && break
-  sleep 0.1
-done
-[ "$n" -lt 200 ] || { echo "deploy/pgo.sh: Edges never Healthy" >&2; cat "$scratch/trunkvip.log" >&2; exit 1; }
+trunkvip_config "\"udp:127.0.0.1:$port\", \"tcp:127.0.0.1:$port\"" "$e1" "$e2" 2 "$admin" >"$scratch/trunkvip.toml"
+start_trunkvip "$scratch" "$admin"
+proxy=$PROXY_PID
 
 echo "deploy/pgo.sh: training, $CALLS calls over UDP at $RATE/s" >&2
 run_uac "$port" "$RATE" "$CALLS" "$scratch" udp
@@ -124,9 +93,14 @@ stop_all
 ls "$OUT"/raw/*.profraw >/dev/null 2>&1 || { echo "deploy/pgo.sh: no profile written" >&2; exit 1; }
 
 # ---- 3. merge and the final build ----------------------------------------------
-"$profdata" merge -o "$OUT/trunkvip.profdata" "$OUT"/raw/*.profraw
+"$profdata" merge -o "$OUT/merged.profdata" "$OUT"/raw/*.profraw
+# Named by its content: cargo tracks RUSTFLAGS, not the file they name, so
+# a new profile must be a new path for every crate to be built with it.
+sum=$(sha256sum "$OUT/merged.profdata" | cut -c1-16)
+rm -f "$OUT"/trunkvip-*.profdata
+mv "$OUT/merged.profdata" "$OUT/trunkvip-$sum.profdata"
 echo "deploy/pgo.sh: optimised build (target/pgo/use)" >&2
-RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$OUT/trunkvip.profdata" \
+RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$OUT/trunkvip-$sum.profdata" \
   $CARGO build --release -p trunkvip --target-dir "$OUT/use" --quiet
 cp "$OUT/use/release/trunkvip" "$OUT/trunkvip"
 echo "deploy/pgo.sh: $OUT/trunkvip (trained on $CALLS UDP and $TCP_CALLS TCP calls, LLVM $llvm)"
