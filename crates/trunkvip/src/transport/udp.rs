@@ -153,9 +153,8 @@ impl Default for Scratch {
 /// One UDP socket of a worker (its socket of the service address, or the
 /// host socket), registered with the worker's event loop (mio, edge
 /// triggered): read until a read would block or comes short; written in
-/// batches, in order,
-/// at the end of the worker's round or, when the kernel's buffer is full,
-/// once it drains.
+/// batches, in order, at the end of the worker's round or, when the
+/// kernel's buffer is full, once it drains.
 #[derive(Debug)]
 pub struct UdpIo {
     io: mio::net::UdpSocket,
