@@ -121,8 +121,20 @@ cpu_ns() { # pid: nanoseconds on CPU of pid (all its threads) and its descendant
 }
 
 # ---- the pieces -----------------------------------------------------------
+# PIN=1: the proxies on CPU 0 and SIPp on CPU 1 (taskset), as on a proxy
+# host whose carrier and Edges are other machines: SIPp, woken by a
+# proxy's send, does not preempt that proxy on its own CPU.
+if [ "${PIN:-0}" = 1 ]; then
+  command -v taskset >/dev/null || { echo "PIN=1 needs taskset (util-linux)" >&2; exit 1; }
+  PROXY_ON=(taskset -c 0)
+  SIPP_ON=(taskset -c 1)
+else
+  PROXY_ON=()
+  SIPP_ON=()
+fi
+
 start_uas() { # name port dir: sipp -sn uas -aa, pid appended to PIDS
-  sipp -sn uas -aa -nostdin -i 127.0.0.1 -p "$2" >"$3/$1.log" 2>&1 &
+  "${SIPP_ON[@]}" sipp -sn uas -aa -nostdin -i 127.0.0.1 -p "$2" >"$3/$1.log" 2>&1 &
   PIDS+=($!)
   wait_udp_bound "$2" 10
 }
@@ -163,7 +175,7 @@ EOF
 # Healthy; sets PROXY_PID.
 start_trunkvip() { # dir admin_port
   local n
-  "$TRUNKVIP" run --config "$1/trunkvip.toml" >"$1/trunkvip.log" 2>&1 &
+  "${PROXY_ON[@]}" "$TRUNKVIP" run --config "$1/trunkvip.toml" >"$1/trunkvip.log" 2>&1 &
   PROXY_PID=$!
   PIDS+=("$PROXY_PID")
   for ((n = 0; n < 200; n++)); do
@@ -186,7 +198,7 @@ start_proxy() { # target port e1 e2 dir
   case $target in
   direct) ;;
   relay)
-    "$scratch/udp-relay" "$port" "$e1" 2>"$dir/relay.log" &
+    "${PROXY_ON[@]}" "$scratch/udp-relay" "$port" "$e1" 2>"$dir/relay.log" &
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
     wait_udp_bound "$port" 10
@@ -196,7 +208,7 @@ start_proxy() { # target port e1 e2 dir
     sed "s#LISTEN#127.0.0.1:$port#; s#DSLIST#$dir/dispatcher.list#; s#PROXYHOST#127.0.0.1#" \
       "$here/kamailio/kamailio.cfg" >"$dir/kamailio.cfg"
     # As ../shared/anchors/kamailio/run.sh starts it.
-    kamailio -f "$dir/kamailio.cfg" -P "$dir/kam.pid" -w "$dir" -m 2048 -M 32 -x tlsf \
+    "${PROXY_ON[@]}" kamailio -f "$dir/kamailio.cfg" -P "$dir/kam.pid" -w "$dir" -m 2048 -M 32 -x tlsf \
       2>"$dir/kam.log" >/dev/null
     for ((n = 0; n < 100; n++)); do [ -s "$dir/kam.pid" ] && break; sleep 0.1; done
     PROXY_PID=$(cat "$dir/kam.pid")
@@ -230,7 +242,7 @@ run_uac() { # target_port rate calls dir tag [local_port]
   limit=$((calls / rate + 40))
   mkdir -p "$dir/$tag"
   # In its own directory: -trace_rtt writes uac_PID_rtt.csv there.
-  (cd "$dir/$tag" && exec timeout -k 5 $((limit + 10)) sipp -sn uac "127.0.0.1:$port" \
+  (cd "$dir/$tag" && exec "${SIPP_ON[@]}" timeout -k 5 $((limit + 10)) sipp -sn uac "127.0.0.1:$port" \
     -i 127.0.0.1 -p "$local_port" -r "$rate" -m "$calls" -nostdin -timeout "${limit}s" \
     -trace_stat -stf stat.csv -fd 1 -trace_rtt -rtt_freq 1000 \
     -trace_err -error_file errors.log >uac.log 2>&1) &

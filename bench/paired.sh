@@ -20,7 +20,8 @@
 # order. CPU is the time on CPU of each proxy's process tree (schedstat, in
 # nanoseconds) over the calls. Rounds where either side failed a call are
 # left out of the medians. Knobs: ROUNDS (6), RATE (1000), CALLS (15000),
-# OUT (bench/results), KEEP=1 (keep the scratch dir).
+# OUT (bench/results), KEEP=1 (keep the scratch dir), PIN=1 (both proxies
+# on CPU 0, every SIPp on CPU 1: see bench/lib.sh).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -59,7 +60,7 @@ echo "round,side,target,binary,calls,ok,failed,cpu_us_per_call" >"$raw.tmp"
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "host: $(uname -srm), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
-  echo "pair: A=$A ($A_BIN) B=$B ($B_BIN); $ROUNDS rounds of $CALLS calls at $RATE calls/s each side"
+  echo "pair: A=$A ($A_BIN) B=$B ($B_BIN); $ROUNDS rounds of $CALLS calls at $RATE calls/s each side$([ "${PIN:-0}" = 1 ] && echo "; PIN=1: proxies on CPU 0, SIPp on CPU 1")"
   echo "trunkvip at $(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo '?'); load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$OUT/paired-env.txt"
 
