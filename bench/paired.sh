@@ -64,7 +64,7 @@ echo "round,side,target,binary,calls,ok,failed,cpu_us_per_call" >"$raw.tmp"
   echo "trunkvip at $(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo '?'); load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$OUT/paired-env.txt"
 
-declare -A PORT E1 E2 PID0 DIR
+declare -A PORT E1 E2 PID0 DIR C0 C1
 for ((round = 1; round <= ROUNDS; round++)); do
   for side in A B; do
     DIR[$side]=$scratch/$round-$side
@@ -86,8 +86,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     start_proxy "$target" "${PORT[$side]}" "${E1[$side]}" "${E2[$side]}" "${DIR[$side]}"
     PID0[$side]=$PROXY_PID
   done
-  a0=$(cpu_ns "${PID0[A]}")
-  b0=$(cpu_ns "${PID0[B]}")
+  for side in A B; do C0[$side]=$(cpu_ns "${PID0[$side]}"); done
   for side in A B; do
     # Picked here: the two subshells do not share the ports handed out.
     random_port uac_port
@@ -95,15 +94,14 @@ for ((round = 1; round <= ROUNDS; round++)); do
     PIDS+=($!)
   done
   wait "${PIDS[@]: -2}" || true
-  a1=$(cpu_ns "${PID0[A]}")
-  b1=$(cpu_ns "${PID0[B]}")
+  for side in A B; do C1[$side]=$(cpu_ns "${PID0[$side]}"); done
   line="[round $round]"
   for side in A B; do
-    target=$A bin=$A_BIN c0=$a0 c1=$a1
-    [ "$side" = B ] && target=$B bin=$B_BIN c0=$b0 c1=$b1
+    target=$A bin=$A_BIN
+    [ "$side" = B ] && target=$B bin=$B_BIN
     case $target in trunkvip-*) ;; *) bin=- ;; esac
     read -r ok failed _ <"${DIR[$side]}/result" 2>/dev/null || { ok=0 failed=$CALLS; }
-    us=$(awk -v d=$((c1 - c0)) -v n="$CALLS" 'BEGIN { printf "%.1f", d / 1000 / n }')
+    us=$(awk -v d=$((C1[$side] - C0[$side])) -v n="$CALLS" 'BEGIN { printf "%.1f", d / 1000 / n }')
     echo "$round,$side,$target,$bin,$CALLS,$ok,$failed,$us" >>"$raw.tmp"
     line="$line $side $target: $us us/call (ok $ok, failed $failed);"
   done

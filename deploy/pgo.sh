@@ -76,15 +76,15 @@ echo "deploy/pgo.sh: training, $CALLS calls over UDP at $RATE/s" >&2
 run_uac "$port" "$RATE" "$CALLS" "$scratch" udp
 read -r ok failed _ <<<"$UAC"
 echo "deploy/pgo.sh: UDP ok $ok failed $failed" >&2
+# A failed training call does not spoil the profile: a warning, not an end.
+[ "${ok:-0}" -gt 0 ] 2>/dev/null || { echo "deploy/pgo.sh: no UDP training call succeeded" >&2; KEEP=1; exit 1; }
+[ "$failed" = 0 ] || echo "deploy/pgo.sh: warning: $failed UDP training calls failed" >&2
 
 echo "deploy/pgo.sh: training, $TCP_CALLS calls over TCP" >&2
 random_port tcp_local
-# A failed training call does not spoil the profile: a warning, not an end.
 (cd "$scratch" && timeout -k 5 120 sipp -sn uac -t t1 "127.0.0.1:$port" -i 127.0.0.1 -p "$tcp_local" \
   -r 200 -m "$TCP_CALLS" -nostdin -timeout 100s >"$scratch/tcp.log" 2>&1) ||
   echo "deploy/pgo.sh: warning: SIPp over TCP exited $? (some TCP training calls failed)" >&2
-[ "${ok:-0}" -gt 0 ] 2>/dev/null || { echo "deploy/pgo.sh: no UDP training call succeeded" >&2; KEEP=1; exit 1; }
-[ "$failed" = 0 ] || echo "deploy/pgo.sh: warning: $failed UDP training calls failed" >&2
 
 # The counts are written when the process exits.
 kill -TERM "$proxy"
