@@ -78,16 +78,16 @@ bench-vip: deps
 # SIPp uac -> proxy -> two SIPp uas on loopback: trunkvip (workers 1 and 2)
 # against Kamailio (children=1) and SIPp direct in the same run, plus the
 # relay floor; table in bench/results/, plot bench/results/proxy-cpu.png.
-bench-proxy:
-	$(CARGO) build --release -p trunkvip
-	bench/proxy.sh
+# It measures the binary deploy/README.md installs, the `make pgo` build.
+bench-proxy: pgo
+	TRUNKVIP_BIN=target/pgo/trunkvip bench/proxy.sh
 
 # Two proxies side by side, each with its own SIPp uac and uas pair, so the
-# machine's drift hits both alike: Kamailio against trunkvip by default, or
-# two trunkvip builds (PAIR="trunkvip-w1 trunkvip-w1" A_BIN=... B_BIN=...).
-bench-paired:
-	$(CARGO) build --release -p trunkvip
-	bench/paired.sh
+# machine's drift hits both alike: Kamailio against the `make pgo` build by
+# default, or two trunkvip builds (PAIR="trunkvip-w1 trunkvip-w1" A_BIN=...
+# B_BIN=...).
+bench-paired: pgo
+	B_BIN=$${B_BIN:-target/pgo/trunkvip} bench/paired.sh
 
 # No false takeover under load: 20 ms adverts, SIPp at 500 calls/s through
 # a trunkvip pair in a namespace lab for SOAK_SECONDS (default 600; root).

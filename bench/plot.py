@@ -35,6 +35,7 @@ def main():
     def short(t):
         """Tick labels: 'trunkvip\nworkers 1\nfailover 2s'."""
         return (s.label(t).replace("SIPp uac -> uas direct (no proxy)", "SIPp direct")
+                .replace("zero-work UDP relay (wake-up floor)", "zero-work relay\n(wake-up floor)")
                 .replace(", ", "\n").replace(" = ", " ").replace("failover_after", "failover"))
 
     fig, ax = plt.subplots(1, 3, figsize=(18, 6.2), gridspec_kw={"width_ratios": [1.2, 1.2, 1]})

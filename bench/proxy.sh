@@ -10,8 +10,10 @@
 #   relay        bench/floor/udp-relay.c: relays the datagrams to the first
 #                uas and back with no SIP work at all, the wake-up floor
 #                any forwarder pays for this call flow on this machine
-#   trunkvip-w1  target/release/trunkvip, workers = 1
-#   trunkvip-w2  target/release/trunkvip, workers = 2
+#   trunkvip-w1  TRUNKVIP_BIN (default target/release/trunkvip; `make
+#                bench-proxy` passes the production build, target/pgo/trunkvip),
+#                workers = 1
+#   trunkvip-w2  the same, workers = 2
 #   (also accepted in TARGETS, not run by default: trunkvip-wN-foD,
 #   workers = N and health_check.failover_after = D; e.g. trunkvip-w1-fo2s
 #   waits 2 s for an answer to a new INVITE before failing over, about
@@ -19,9 +21,12 @@
 # and the relay floor (bench/floor/udp-floor.c: one recvfrom + one sendto).
 #
 # For each target and repeat, with a fresh proxy and fresh uas pair:
-#   cpu   CPU_CALLS calls at CPU_RATE calls/s; the proxy's utime+stime
-#         (/proc/PID/stat of the process, all its threads and all its
-#         descendant processes) before and after; SIPp's ResponseTime1.
+#   cpu   CPU_CALLS calls at CPU_RATE calls/s (30000 at 2000/s, the run in
+#         which the anchors measured Kamailio's 162 us per call); the
+#         proxy's utime+stime (/proc/PID/stat of the process, all its
+#         threads and all its descendant processes) before and after;
+#         SIPp's ResponseTime1. The rate steps below give CPU per call at
+#         the other rates (summarise.py's "along the clean rate steps").
 #   step  rates RATE_START, +RATE_STEP, ... up to RATE_MAX, each
 #         min(STEP_CALLS, rate*STEP_SECONDS) calls; stops at the first
 #         step that is not clean: a failed (or missing) call, or SIPp's
@@ -42,8 +47,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 REPEATS=${REPEATS:-3}
-CPU_CALLS=${CPU_CALLS:-20000}
-CPU_RATE=${CPU_RATE:-1000}
+CPU_CALLS=${CPU_CALLS:-30000}
+CPU_RATE=${CPU_RATE:-2000}
 RATE_START=${RATE_START:-500}
 RATE_STEP=${RATE_STEP:-500}
 RATE_MAX=${RATE_MAX:-8000}
@@ -77,7 +82,7 @@ echo "target,rep,kind,rate,calls,ok,failed,retrans,rt_ms,rtt_mean_ms,rtt_p99_ms,
   echo "host: $(uname -srm), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
   echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   dirty=$(cd "$root" && git status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null | wc -l)
-  echo "trunkvip: $("$TRUNKVIP" --version) ($(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo '?')$([ "$dirty" = 0 ] || echo " + $dirty uncommitted files under crates/"), release build)"
+  echo "trunkvip: $("$TRUNKVIP" --version) ($(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo '?')$([ "$dirty" = 0 ] || echo " + $dirty uncommitted files under crates/"), $TRUNKVIP_BIN)"
   echo "kamailio: $(kamailio -v | head -1)"
   echo "sipp: $(sipp -v 2>&1 | grep -m1 -o 'SIPp v[^ ]*')"
   echo "params: REPEATS=$REPEATS CPU_CALLS=$CPU_CALLS CPU_RATE=$CPU_RATE RATE_START=$RATE_START RATE_STEP=$RATE_STEP RATE_MAX=$RATE_MAX STEP_CALLS=$STEP_CALLS STEP_SECONDS=$STEP_SECONDS SUSTAIN=$SUSTAIN"
@@ -88,6 +93,28 @@ cat "$OUT/proxy-env.txt"
 cc -O2 -o "$scratch/udp-floor" "$here/floor/udp-floor.c"
 cc -O2 -o "$scratch/udp-relay" "$here/floor/udp-relay.c"
 
+# A fresh uas pair and a fresh TARGET on random ports; sets dir and port.
+fresh_target() {
+  dir=$scratch/$1-$2-$3
+  mkdir -p "$dir"
+  random_port e1
+  random_port e2
+  random_port port
+  start_uas uas1 "$e1" "$dir"
+  start_uas uas2 "$e2" "$dir"
+  start_proxy "$1" "$port" "$e1" "$e2" "$dir"
+  [ "$1" = direct ] && port=$e1
+  return 0
+}
+
+end_target() {
+  if [ -n "$PROXY_PID" ] && ! kill -0 "$PROXY_PID" 2>/dev/null; then
+    echo "[rep $2] $1: the proxy died" >&2
+    tail -20 "$dir"/*.log >&2 || true
+  fi
+  stop_all
+}
+
 for ((rep = 1; rep <= REPEATS; rep++)); do
   # The floor, once a repeat: "datagrams=N size=S relay_cpu_us_per_datagram=X"
   f=$("$scratch/udp-floor" "$FLOOR_DATAGRAMS")
@@ -95,18 +122,11 @@ for ((rep = 1; rep <= REPEATS; rep++)); do
   us=${f##*=}
   echo "floor,$rep,floor,,$FLOOR_DATAGRAMS,,,,,,,,0,,$us,," >>"$raw.tmp"
 
+  # The CPU runs of all targets first, back to back, so that the ratios
+  # come from runs a minute apart: this VM's speed drifts by 10-20 % over
+  # the ten minutes the rate steps take.
   for target in $TARGETS; do
-    dir=$scratch/$target-$rep
-    mkdir -p "$dir"
-    random_port e1
-    random_port e2
-    random_port port
-    start_uas uas1 "$e1" "$dir"
-    start_uas uas2 "$e2" "$dir"
-    start_proxy "$target" "$port" "$e1" "$e2" "$dir"
-    [ "$target" = direct ] && port=$e1
-
-    # CPU per call at a fixed rate.
+    fresh_target "$target" "$rep" cpu
     c0=$([ -n "$PROXY_PID" ] && cpu_ticks "$PROXY_PID" || true)
     run_uac "$port" "$CPU_RATE" "$CPU_CALLS" "$dir" cpu
     r=$UAC
@@ -115,8 +135,13 @@ for ((rep = 1; rep <= REPEATS; rep++)); do
     echo "[rep $rep] $target cpu: $CPU_CALLS calls at $CPU_RATE/s: ok failed retrans rt_ms rtt_mean rtt_p99 elapsed rc call_rate = $r; proxy cpu ${CPU_MS:-n/a} ms (user ${USER_MS:-n/a}, sys ${SYS_MS:-n/a})"
     set -- $r
     echo "$target,$rep,cpu,$CPU_RATE,$CPU_CALLS,$1,$2,$3,$4,$5,$6,$7,$8,$9,$CPU_MS,$USER_MS,$SYS_MS" >>"$raw.tmp"
+    end_target "$target" "$rep"
+  done
 
-    # The clean ceiling: rate steps until the first with a failed call.
+  # The clean ceiling: rate steps until the first with a failed call.
+  [ "$RATE_START" -le "$RATE_MAX" ] || continue
+  for target in $TARGETS; do
+    fresh_target "$target" "$rep" steps
     for ((rate = RATE_START; rate <= RATE_MAX; rate += RATE_STEP)); do
       calls=$((rate * STEP_SECONDS))
       [ "$calls" -gt "$STEP_CALLS" ] && calls=$STEP_CALLS
@@ -131,19 +156,21 @@ for ((rep = 1; rep <= REPEATS; rep++)); do
       echo "$target,$rep,step,$rate,$calls,$1,$2,$3,$4,$5,$6,$7,$8,$9,$CPU_MS,$USER_MS,$SYS_MS" >>"$raw.tmp"
       [ "$2" = 0 ] && [ "$1" = "$calls" ] && awk -v a="$9" -v r="$rate" -v k="$SUSTAIN" 'BEGIN { exit !(a >= k * r) }' || break
     done
-    if [ -n "$PROXY_PID" ] && ! kill -0 "$PROXY_PID" 2>/dev/null; then
-      echo "[rep $rep] $target: the proxy died" >&2
-      tail -20 "$dir"/*.log >&2 || true
-    fi
-    stop_all
+    end_target "$target" "$rep"
   done
 done
 
 mv "$raw.tmp" "$raw"
 echo
 python3 "$here/summarise.py" "$raw" | tee "$OUT/proxy-summary.md"
-if python3 -c 'import matplotlib' 2>/dev/null; then
-  python3 "$here/plot.py" "$raw" "$OUT/proxy-cpu.png"
+# Debian's python3-matplotlib is for /usr/bin/python3, which may not be
+# the python3 on PATH (pyenv).
+plotter=""
+for py in python3 /usr/bin/python3; do
+  "$py" -c 'import matplotlib' 2>/dev/null && { plotter=$py; break; }
+done
+if [ -n "$plotter" ]; then
+  "$plotter" "$here/plot.py" "$raw" "$OUT/proxy-cpu.png"
 else
-  echo "matplotlib missing (pip install matplotlib): no plot" >&2
+  echo "matplotlib missing (apt-get install python3-matplotlib): no plot" >&2
 fi

@@ -171,6 +171,37 @@ def spread(xs, fmt):
     return f"{fmt.format(m)} ({fmt.format(min(xs))}-{fmt.format(max(xs))})"
 
 
+def by_rate(res, kam):
+    """CPU per call at each clean rate step, against Kamailio's at the same
+    step: the ratio moves with the rate, because a proxy that batches its
+    system calls (trunkvip) finds more datagrams per wake-up as the rate
+    grows, while Kamailio makes one recvfrom and one sendto per datagram."""
+    if not kam or not kam["steps"]:
+        return
+    proxies = [t for t, d in res.items() if t != "direct" and d["steps"]]
+    rates = sorted({r for t in proxies for r in res[t]["steps"]})
+    if not rates:
+        return
+    print()
+    print("CPU per call along the clean rate steps (us, median over the repeats whose step was clean;")
+    print("each step min(STEP_CALLS, 10 s worth) calls), and against Kamailio at the same step:")
+    print()
+    print("| calls/s | " + " | ".join(label(t) for t in proxies) + " |")
+    print("| ---: |" + " ---: |" * len(proxies))
+    for rate in rates:
+        k = med(kam["steps"].get(rate, []))
+        cells = []
+        for t in proxies:
+            v = med(res[t]["steps"].get(rate, []))
+            if v is None:
+                cells.append("-")
+            elif t == "kamailio" or k is None:
+                cells.append(f"{v:.1f}")
+            else:
+                cells.append(f"{v:.1f} ({v / k:.2f}x)")
+        print(f"| {rate} | " + " | ".join(cells) + " |")
+
+
 def table(path):
     rows = load(path)
     res, floor = results(rows)
@@ -229,8 +260,9 @@ def table(path):
         print(f"| relay floor (udp-floor.c: recvfrom + sendto), {MESSAGES_PER_CALL} datagrams "
               f"| {f * MESSAGES_PER_CALL:.1f} ({spread(floor, '{:.2f}')} per datagram) "
               f"| {vs} |" + (" |" if split else "") + " | | | | | | |")
+    by_rate(res, kam)
     print()
-    print("Goals (issue 4):")
+    print(f"Goals (issue 4), at {cpu_rate} calls/s:")
     for t, d in res.items():
         if not t.startswith("trunkvip"):
             continue
