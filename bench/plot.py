@@ -1,9 +1,8 @@
 #!/usr/bin/env python3
 """bench/plot.py RAW.csv OUT.png: the figure of bench/proxy.sh.
 
-Left: CPU per call of each proxy (bar: median of the repeats, split into
-user and kernel time when the raw file has them; dots: each repeat), with
-the relay floor, Kamailio x 0.5 (goal) and 60 us (stretch).
+Left: CPU per call of each proxy (bar: median of the repeats; dots: each
+repeat), with the relay floor, Kamailio x 0.5 (goal) and 60 us (stretch).
 Middle: the clean ceiling (highest step rate with 0 failed calls) with
 SIPp direct and 90 % of it (goal). Right: CPU per call along the rate steps
 (median over repeats of the clean steps).
@@ -45,17 +44,9 @@ def main():
     proxies = [t for t in res if t != "direct" and res[t]["cpu_us"]]
     for i, t in enumerate(proxies):
         xs = res[t]["cpu_us"]
-        if res[t]["user_us"]:
-            # Stacked: user time below, kernel (sys) time above, scaled so
-            # the bar's top is the median total.
-            u, k = statistics.median(res[t]["user_us"]), statistics.median(res[t]["sys_us"])
-            tot = statistics.median(xs)
-            a.bar(i, tot * u / (u + k), color=colors[t], alpha=0.95,
-                  label="user" if i == 0 else None)
-            a.bar(i, tot * k / (u + k), bottom=tot * u / (u + k), color=colors[t], alpha=0.45,
-                  hatch="//", label="sys (kernel)" if i == 0 else None)
-        else:
-            a.bar(i, statistics.median(xs), color=colors[t], alpha=0.75)
+        # One bar: /proc's utime/stime split is sampled at the tick, and
+        # for a process that sleeps between datagrams it says little.
+        a.bar(i, statistics.median(xs), color=colors[t], alpha=0.75)
         a.scatter([i] * len(xs), xs, color="black", s=12, zorder=3)
         a.annotate(f"{statistics.median(xs):.0f}", (i, statistics.median(xs)),
                    ha="center", va="bottom", xytext=(0, 3), textcoords="offset points")
