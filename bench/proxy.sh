@@ -20,7 +20,8 @@
 #   Kamailio's fr_timer, instead of the default 250 ms)
 # and the relay floor (bench/floor/udp-floor.c: one recvfrom + one sendto).
 #
-# For each target and repeat, with a fresh proxy and fresh uas pair:
+# Each repeat runs "cpu" for every target, back to back, then "step" for
+# every target, each time with a fresh proxy and a fresh uas pair:
 #   cpu   CPU_CALLS calls at CPU_RATE calls/s (30000 at 2000/s, the run in
 #         which the anchors measured Kamailio's 162 us per call); the
 #         proxy's utime+stime (/proc/PID/stat of the process, all its
