@@ -87,7 +87,7 @@ bench-proxy: pgo
 # default, or two trunkvip builds (PAIR="trunkvip-w1 trunkvip-w1" A_BIN=...
 # B_BIN=...).
 bench-paired: pgo
-	B_BIN=$${B_BIN:-target/pgo/trunkvip} bench/paired.sh
+	A_BIN=$${A_BIN:-target/pgo/trunkvip} B_BIN=$${B_BIN:-target/pgo/trunkvip} bench/paired.sh
 
 # No false takeover under load: 20 ms adverts, SIPp at 500 calls/s through
 # a trunkvip pair in a namespace lab for SOAK_SECONDS (default 600; root).

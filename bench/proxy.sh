@@ -108,6 +108,19 @@ fresh_target() {
   return 0
 }
 
+# One uac run against the current target, with the proxy's CPU over it;
+# its row goes to the raw file. Sets UAC and cpu_delta's CPU_MS, USER_MS,
+# SYS_MS.
+measure() { # kind rate calls tag
+  local kind=$1 rate=$2 calls=$3 c0 c1
+  c0=$([ -n "$PROXY_PID" ] && cpu_ticks "$PROXY_PID" || true)
+  run_uac "$port" "$rate" "$calls" "$dir" "$4"
+  c1=$([ -n "$PROXY_PID" ] && cpu_ticks "$PROXY_PID" || true)
+  cpu_delta "$c0" "$c1"
+  set -- $UAC
+  echo "$target,$rep,$kind,$rate,$calls,$1,$2,$3,$4,$5,$6,$7,$8,$9,$CPU_MS,$USER_MS,$SYS_MS" >>"$raw.tmp"
+}
+
 end_target() {
   if [ -n "$PROXY_PID" ] && ! kill -0 "$PROXY_PID" 2>/dev/null; then
     echo "[rep $2] $1: the proxy died" >&2
@@ -128,14 +141,8 @@ for ((rep = 1; rep <= REPEATS; rep++)); do
   # the ten minutes the rate steps take.
   for target in $TARGETS; do
     fresh_target "$target" "$rep" cpu
-    c0=$([ -n "$PROXY_PID" ] && cpu_ticks "$PROXY_PID" || true)
-    run_uac "$port" "$CPU_RATE" "$CPU_CALLS" "$dir" cpu
-    r=$UAC
-    c1=$([ -n "$PROXY_PID" ] && cpu_ticks "$PROXY_PID" || true)
-    cpu_delta "$c0" "$c1"
-    echo "[rep $rep] $target cpu: $CPU_CALLS calls at $CPU_RATE/s: ok failed retrans rt_ms rtt_mean rtt_p99 elapsed rc call_rate = $r; proxy cpu ${CPU_MS:-n/a} ms (user ${USER_MS:-n/a}, sys ${SYS_MS:-n/a})"
-    set -- $r
-    echo "$target,$rep,cpu,$CPU_RATE,$CPU_CALLS,$1,$2,$3,$4,$5,$6,$7,$8,$9,$CPU_MS,$USER_MS,$SYS_MS" >>"$raw.tmp"
+    measure cpu "$CPU_RATE" "$CPU_CALLS" cpu
+    echo "[rep $rep] $target cpu: $CPU_CALLS calls at $CPU_RATE/s: ok failed retrans rt_ms rtt_mean rtt_p99 elapsed rc call_rate = $UAC; proxy cpu ${CPU_MS:-n/a} ms (user ${USER_MS:-n/a}, sys ${SYS_MS:-n/a})"
     end_target "$target" "$rep"
   done
 
@@ -147,14 +154,9 @@ for ((rep = 1; rep <= REPEATS; rep++)); do
       calls=$((rate * STEP_SECONDS))
       [ "$calls" -gt "$STEP_CALLS" ] && calls=$STEP_CALLS
       sleep 1
-      c0=$([ -n "$PROXY_PID" ] && cpu_ticks "$PROXY_PID" || true)
-      run_uac "$port" "$rate" "$calls" "$dir" "step-$rate"
-      r=$UAC
-      c1=$([ -n "$PROXY_PID" ] && cpu_ticks "$PROXY_PID" || true)
-      cpu_delta "$c0" "$c1"
-      echo "[rep $rep] $target step $rate/s x $calls: $r; proxy cpu ${CPU_MS:-n/a} ms"
-      set -- $r
-      echo "$target,$rep,step,$rate,$calls,$1,$2,$3,$4,$5,$6,$7,$8,$9,$CPU_MS,$USER_MS,$SYS_MS" >>"$raw.tmp"
+      measure step "$rate" "$calls" "step-$rate"
+      echo "[rep $rep] $target step $rate/s x $calls: $UAC; proxy cpu ${CPU_MS:-n/a} ms"
+      set -- $UAC
       [ "$2" = 0 ] && [ "$1" = "$calls" ] && awk -v a="$9" -v r="$rate" -v k="$SUSTAIN" 'BEGIN { exit !(a >= k * r) }' || break
     done
     end_target "$target" "$rep"

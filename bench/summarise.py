@@ -239,7 +239,6 @@ def table(path):
             label(t),
             spread(d["cpu_us"], "{:.1f}") if t != "direct" else "-",
             f"{cpu / kam_cpu:.2f}x" if cpu is not None and kam_cpu else "-",
-        ] + [
             ceil_txt,
             f"{100 * ceil / dir_ceiling:.0f} %" if ceil is not None and dir_ceiling else "-",
             spread(d["rt_ms"], "{:.0f}"),

@@ -440,22 +440,23 @@ impl Message {
         };
         match m.frame_datagram(limits) {
             Ok(()) => Ok(m),
-            Err(e) => {
-                let Message { buf, head, .. } = m;
-                let mut headers = head.headers;
-                headers.clear();
-                spare.0 = headers;
-                Err((e, buf))
-            }
+            Err(e) => Err((e, m.recycle_into_buf(spare))),
         }
     }
 
     /// Ends the message, keeping its header index for the next
     /// `parse_datagram_in`.
     pub fn recycle(self, spare: &mut HeaderIndex) {
-        let mut headers = self.head.headers;
+        self.recycle_into_buf(spare);
+    }
+
+    /// `recycle`, handing back the datagram.
+    fn recycle_into_buf(self, spare: &mut HeaderIndex) -> Bytes {
+        let Message { buf, head, .. } = self;
+        let mut headers = head.headers;
         headers.clear();
         spare.0 = headers;
+        buf
     }
 
     fn frame_datagram(&mut self, limits: &Limits) -> Result<(), Error> {
