@@ -516,6 +516,10 @@ impl std::fmt::Debug for Proxy {
 
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// The longest an INVITE waits for its 100 (Trying) when the next hop has
+/// not answered (RFC 3261 17.2.1): well before the sender's T1.
+const TRYING_AFTER: Duration = Duration::from_millis(200);
+
 fn ms(d: Duration) -> u32 {
     d.as_millis().min(u32::MAX as u128) as u32
 }
@@ -1226,6 +1230,7 @@ impl Proxy {
                     self.send_to(p, r);
                 }
                 Some((None, SState::Proceeding)) if method == Method::Invite => {
+                    self.txns[id as usize].armed.clear(TimerKind::Trying);
                     self.answer(msg, Some(&f), p, 100, "Trying", &[], false);
                 }
                 _ => {}
@@ -1379,9 +1384,6 @@ impl Proxy {
                 return;
             }
         };
-        if method == Method::Invite {
-            self.answer(msg, Some(&f), peer, 100, "Trying", &[], false);
-        }
         self.metrics.transactions_created += 1;
         // Kept for the life of the transaction: a stream's buffer is shared
         // with the stream, so its request is copied out.
@@ -1393,6 +1395,13 @@ impl Proxy {
         let id = self.txns.insert(txn(request, new_dialog, rest));
         self.servers += 1;
         self.server_index.insert(skey, id as u32);
+        if method == Method::Invite {
+            // The 100 waits for the next hop's first answer, or 200 ms:
+            // a 100 stops the sender's retransmissions, so sent before the
+            // next hop has the INVITE it would strand the call if this
+            // host died now; unsent, the retransmission finds the peer.
+            self.arm(id, TimerKind::Trying, now, TRYING_AFTER);
+        }
         self.forward_next(now, id, Some(first), Some((msg, &f, call)));
     }
 
@@ -1591,10 +1600,12 @@ impl Proxy {
 
     /// Moves the server side of `id` to a new entry, leaving its branch
     /// behind (given up on): returns the new entry.
-    fn split_server(&mut self, id: usize) -> usize {
+    fn split_server(&mut self, now: Instant, id: usize) -> usize {
         let t = &mut self.txns[id];
         let server = t.server.take();
-        // Server timers are armed only once it answered: none moves.
+        let owes_trying = t.armed.is_armed(TimerKind::Trying);
+        // The other server timers are armed only once it answered: none
+        // moves.
         t.armed.clear_where(TimerKind::is_server);
         let moved = Txn {
             skey: t.skey,
@@ -1613,6 +1624,10 @@ impl Proxy {
         let new = self.txns.insert(moved);
         self.server_index.insert(skey, new as u32);
         self.release_request(id);
+        if owes_trying {
+            // Owed until the next branch's hop has the INVITE too.
+            self.arm(new, TimerKind::Trying, now, TRYING_AFTER);
+        }
         new
     }
 
@@ -1711,7 +1726,7 @@ impl Proxy {
         if self.txns[id].client.is_some() {
             // The branch in progress is given up: late answers to it are
             // CANCELled or hung up.
-            id = self.split_server(id);
+            id = self.split_server(now, id);
         }
         let hop = match first {
             Some(h) => Some(h),
@@ -1825,6 +1840,7 @@ impl Proxy {
         let tm = self.cfg.timers;
         let t = &mut self.txns[id];
         let Some(s) = t.server.as_mut() else { return };
+        t.armed.clear(TimerKind::Trying);
         s.candidates.clear();
         let reliable = t.peer.transport.is_reliable();
         let ends_dialog =
@@ -2288,6 +2304,9 @@ impl Proxy {
         if code == 100 || !invite {
             if code > 100 && has_server {
                 self.relay_up(now, id, msg, f, code);
+            } else if code == 100 {
+                // The next hop has the INVITE: the 100 we owe goes now.
+                self.send_trying(id);
             }
             return;
         }
@@ -2327,6 +2346,8 @@ impl Proxy {
             self.metrics.retransmissions_absorbed += 1;
             return;
         }
+        // What goes up now stands in for the 100 we owe.
+        self.txns[id].armed.clear(TimerKind::Trying);
         let payload = without_top_via(msg, f.via.raw);
         if code >= 200 && state == SState::Proceeding {
             self.server_final(now, id, &payload, code, Some(f.call_id));
@@ -2657,8 +2678,39 @@ impl Proxy {
                 self.arm(id, TimerKind::ServerRetransmit, now, next);
             }
             TimerKind::ServerLinger => self.remove_server(id),
+            // Taken off `armed` as it fired: owed until now.
+            TimerKind::Trying => self.trying(id),
             _ => {}
         }
+    }
+
+    /// Sends the 100 (Trying) the server side of `id` owes, if it still
+    /// owes one: built from the request kept for retransmissions.
+    fn send_trying(&mut self, id: usize) {
+        let t = &mut self.txns[id];
+        if !t.armed.is_armed(TimerKind::Trying) {
+            return;
+        }
+        t.armed.clear(TimerKind::Trying);
+        self.trying(id);
+    }
+
+    fn trying(&mut self, id: usize) {
+        let t = &self.txns[id];
+        let peer = t.peer;
+        if t.server
+            .as_ref()
+            .is_none_or(|s| s.state != SState::Proceeding)
+        {
+            return;
+        }
+        let Some(req) = reparse(&t.request) else {
+            return;
+        };
+        let Some(f) = TopVia::of(&req).and_then(|v| self.facts(&req, v).ok()) else {
+            return;
+        };
+        self.answer(&req, Some(&f), peer, 100, "Trying", &[], false);
     }
 
     /// Approximate bytes held by live transactions (buffers included).

@@ -36,9 +36,12 @@ pub(crate) enum TimerKind {
     ServerRetransmit,
     /// Server: waiting for the ACK (H), or linger (I, J, L).
     ServerLinger,
+    /// Server: the 100 (Trying) owed to an INVITE nobody has answered yet
+    /// (RFC 3261 17.2.1's 200 ms). While armed, the 100 is owed.
+    Trying,
 }
 
-const KINDS: usize = 8;
+const KINDS: usize = 9;
 
 const ALL: [TimerKind; KINDS] = [
     TimerKind::Retransmit,
@@ -49,11 +52,15 @@ const ALL: [TimerKind; KINDS] = [
     TimerKind::CancelRetransmit,
     TimerKind::ServerRetransmit,
     TimerKind::ServerLinger,
+    TimerKind::Trying,
 ];
 
 impl TimerKind {
     pub(crate) fn is_server(self) -> bool {
-        matches!(self, TimerKind::ServerRetransmit | TimerKind::ServerLinger)
+        matches!(
+            self,
+            TimerKind::ServerRetransmit | TimerKind::ServerLinger | TimerKind::Trying
+        )
     }
 
     /// A timer that ends state or gives up after seconds, where a few
@@ -95,6 +102,10 @@ impl Armed {
                 self.clear(k);
             }
         }
+    }
+
+    pub(crate) fn is_armed(&self, kind: TimerKind) -> bool {
+        self.tickets[kind as usize] != 0
     }
 
     /// Whether `ticket` is still armed here.

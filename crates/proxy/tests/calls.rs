@@ -9,16 +9,11 @@ use trunkvip_sip::{HeaderName, Message, Method};
 
 const MS: Duration = Duration::from_millis(1);
 
-/// INVITE from the carrier; returns the INVITE as the Edge got it.
+/// INVITE from the carrier; returns the INVITE as the Edge got it. No 100
+/// yet: it waits for the Edge's first answer.
 fn place(sim: &mut Sim, call: &str, edge: usize) -> Message {
     sim.carrier_sends(invite(call, &format!("z9hG4bK-{call}-1")));
-    let mut out = sim.take();
-    assert_eq!(out.len(), 2, "100 Trying and the INVITE");
-    let (to, trying) = out.remove(0);
-    assert_eq!((to, trying.status()), (addr(CARRIER), Some(100)));
-    let (to, inv) = out.remove(0);
-    assert_eq!(to, edge_addr(edge));
-    inv
+    sim.one_to(edge_addr(edge))
 }
 
 #[test]
@@ -50,6 +45,13 @@ fn a_complete_call_with_record_route() {
             .as_bytes()
     );
 
+    // No 100 until the Edge has the INVITE: its 100 releases ours (RFC
+    // 3261 16.7 step 5: 100s are not forwarded, ours is our own).
+    sim.nothing_sent();
+    sim.edge_sends(0, reply(&inv, 100, "e1"));
+    let trying = sim.one_to(addr(CARRIER));
+    assert_eq!(trying.status(), Some(100));
+    assert_eq!(trying.to().unwrap().tag(), None, "a 100 has no To tag");
     sim.edge_sends(0, reply(&inv, 100, "e1"));
     sim.nothing_sent();
     sim.edge_sends(0, reply(&inv, 180, "e1"));
@@ -110,7 +112,7 @@ fn a_complete_call_with_record_route() {
 fn bye_without_route_follows_call_id_affinity_both_ways() {
     let mut sim = Sim::new(&[1, 1]);
     sim.carrier_sends(invite("aff-1", "z9hG4bK-aff-1"));
-    let edge = sim.take()[1].0;
+    let edge = sim.take()[0].0;
     let edge = (0..2).find(|n| edge_addr(*n) == edge).unwrap();
     // Whatever Edge it went to, a BYE straight to the Request-URI finds it.
     sim.carrier_sends(request(
@@ -148,7 +150,11 @@ fn bye_without_route_follows_call_id_affinity_both_ways() {
 fn silent_edge_fails_over_in_failover_after_and_ghosts_are_cleaned() {
     let mut sim = Sim::new(&[1, 2]);
     let inv1 = place(&mut sim, "fo-1", 0);
-    sim.advance(249 * MS);
+    sim.advance(199 * MS);
+    sim.nothing_sent();
+    sim.advance(MS);
+    assert_eq!(sim.one_to(addr(CARRIER)).status(), Some(100));
+    sim.advance(49 * MS);
     sim.nothing_sent();
     sim.advance(2 * MS);
     let inv2 = sim.one_to(edge_addr(1));
@@ -299,7 +305,7 @@ fn no_healthy_edge_gives_503_at_once_and_health_follows_the_thresholds() {
     sim.carrier_sends(invite("back", "z9hG4bK-back"));
     let out = sim.take();
     assert_eq!(
-        out[1].0,
+        out[0].0,
         edge_addr(1),
         "new calls go to the Edge that came back"
     );
@@ -310,6 +316,7 @@ fn cancel_before_any_provisional_waits_for_one() {
     let mut sim = Sim::new(&[1]);
     let inv = place(&mut sim, "c1", 0);
     sim.edge_sends(0, reply(&inv, 100, "e"));
+    assert_eq!(sim.one_to(addr(CARRIER)).status(), Some(100));
     sim.carrier_sends(request(
         "CANCEL",
         "sip:+15551234@198.51.100.10",
@@ -372,6 +379,39 @@ fn cancel_of_a_ringing_call_goes_at_once() {
     assert_eq!(sim.one_to(edge_addr(0)).method(), Some(Method::Cancel));
 }
 
+/// Our 100 is owed until the Edge answers: an Edge that rings at once
+/// spares it (the 180 stops the carrier's retransmissions as well), one
+/// that is silent gets it sent after 200 ms (RFC 3261 17.2.1), well before
+/// the carrier's first retransmission at T1.
+#[test]
+fn the_100_waits_for_the_edges_first_answer_or_200_ms() {
+    let mut sim = Sim::new(&[1, 2]);
+    let inv = place(&mut sim, "ring", 0);
+    sim.edge_sends(0, reply(&inv, 180, "e"));
+    assert_eq!(sim.one_to(addr(CARRIER)).status(), Some(180));
+    sim.advance(Duration::from_millis(300));
+    sim.nothing_sent();
+
+    let quiet = place(&mut sim, "quiet", 0);
+    sim.advance(199 * MS);
+    sim.nothing_sent();
+    sim.advance(MS);
+    let trying = sim.one_to(addr(CARRIER));
+    assert_eq!(trying.status(), Some(100));
+    assert_eq!(trying.call_id().unwrap(), b"quiet");
+    // Owed once: the Edge's own 100 later sends nothing more.
+    sim.edge_sends(0, reply(&quiet, 100, "e"));
+    sim.nothing_sent();
+
+    // A 503 from the first Edge moves the debt to the next branch.
+    let busy = place(&mut sim, "busy", 0);
+    sim.edge_sends(0, reply(&busy, 503, "e"));
+    let out = sim.take();
+    assert!(out.iter().all(|x| x.1.status() != Some(100)), "{out:?}");
+    sim.advance(200 * MS);
+    assert_eq!(sim.one_to(addr(CARRIER)).status(), Some(100));
+}
+
 #[test]
 fn retransmissions_are_absorbed_or_answered_from_state() {
     let mut sim = Sim::new(&[1]);
@@ -413,7 +453,13 @@ fn silent_single_edge_gets_timer_a_retransmissions_then_408() {
         vec![500, 1500, 3500, 7500, 15500, 31500],
         "Timer A doubles from T1"
     );
-    let finals: Vec<_> = at.iter().filter(|x| x.1 == addr(CARRIER)).collect();
+    let up: Vec<_> = at.iter().filter(|x| x.1 == addr(CARRIER)).collect();
+    assert_eq!(
+        (up[0].0, up[0].2),
+        (250, 100),
+        "the 100 after 200 ms of silence"
+    );
+    let finals = &up[1..];
     assert_eq!(finals[0].2, 408);
     assert_eq!(finals[0].0, 32000, "Timer B is 64*T1");
     // Unacknowledged, the 408 is retransmitted by Timer G.
@@ -437,8 +483,8 @@ fn re_invite_stays_on_its_edge_even_when_it_turned_unhealthy() {
         Some("e"),
         route,
     ));
-    let out = sim.take();
-    assert_eq!(out[1].0, edge_addr(0));
+    // A re-INVITE's 100 waits for the Edge too.
+    assert_eq!(sim.one_to(edge_addr(0)).method(), Some(Method::Invite));
 }
 
 #[test]
@@ -456,11 +502,12 @@ fn outbound_call_from_an_edge_binds_both_directions() {
             "",
         ),
     );
-    let out = sim.take();
-    assert_eq!(out[0].1.status(), Some(100));
-    assert_eq!(out[0].0, edge_addr(1));
-    assert_eq!(out[1].0, addr(CARRIER));
-    let inv = out[1].1.clone();
+    // The Edge's 100 waits for the carrier's first answer, or 200 ms.
+    let inv = sim.one_to(addr(CARRIER));
+    sim.advance(Duration::from_millis(199));
+    sim.nothing_sent();
+    sim.advance(MS);
+    assert_eq!(sim.one_to(edge_addr(1)).status(), Some(100));
     assert!(inv
         .record_routes()
         .next()
@@ -597,7 +644,7 @@ fn sources_outside_carrier_allow_are_dropped_silently() {
         1
     );
     sim.carrier_sends(invite("ok", "z9hG4bK-ok"));
-    assert_eq!(sim.take().len(), 2);
+    sim.one_to(edge_addr(0));
 }
 
 #[test]
@@ -667,16 +714,7 @@ fn place_v6(sim: &mut Sim, call: &str) -> Message {
         addr("[2001:db8::2]:5060"),
         invite(call, &format!("z9hG4bK-{call}")).replace("198.51.100.2:5060", "[2001:db8::2]:5060"),
     );
-    let mut out = sim.take();
-    assert_eq!(out.len(), 2, "100 Trying and the INVITE");
-    let (to, trying) = out.remove(0);
-    assert_eq!(
-        (to, trying.status()),
-        (addr("[2001:db8::2]:5060"), Some(100))
-    );
-    let (to, inv) = out.remove(0);
-    assert_eq!(to, addr("[2001:db8::21]:5060"));
-    inv
+    sim.one_to(addr("[2001:db8::21]:5060"))
 }
 
 #[test]
@@ -688,9 +726,7 @@ fn a_peer_on_our_address_with_another_port_is_not_us() {
         addr("198.51.100.10:5070"),
         invite("cohost", "z9hG4bK-co").replace("198.51.100.2:5060", "198.51.100.10:5070"),
     );
-    let out = sim.take();
-    assert_eq!(out.len(), 2, "100 Trying and the INVITE");
-    assert_eq!(out[1].0, edge_addr(0));
+    sim.one_to(edge_addr(0));
     assert_eq!(sim.core.metrics().loops_detected, 0);
 }
 
@@ -883,7 +919,7 @@ fn a_flooding_source_is_limited_and_the_edges_never_see_the_flood() {
     );
     // The carrier's own calls go through meanwhile.
     sim.carrier_sends(invite("legit", "z9hG4bK-legit"));
-    assert_eq!(sim.take()[1].0, edge_addr(0));
+    assert_eq!(sim.take()[0].0, edge_addr(0));
 }
 
 #[test]
@@ -937,7 +973,8 @@ fn an_edge_busy_answering_other_calls_is_not_failed_over() {
     sim.edge_sends(0, reply(&other, 180, "o"));
     sim.take();
     sim.advance(Duration::from_millis(200));
-    sim.nothing_sent();
+    // Only the slow call's 100, owed since 200 ms.
+    assert_eq!(sim.one_to(addr(CARRIER)).status(), Some(100));
     assert_eq!(sim.core.metrics().failovers, 0);
     assert_eq!(sim.core.metrics().failovers_held, 1);
     // Timer A retransmits the slow INVITE to the same Edge, which answers.

@@ -190,3 +190,28 @@ fn answers_to_the_dead_hosts_transactions_are_forwarded_by_their_via() {
     b.edge_sends(0, reply(&inv, 200, "e"));
     assert_eq!(b.one_to(addr(CARRIER)).status(), Some(200));
 }
+
+/// Host A takes an INVITE and forwards it, then dies before the Edge
+/// answers (or before the INVITE reached the Edge). A has sent no 100, so
+/// the carrier retransmits the INVITE at T1; B, now holding the VIP,
+/// forwards it on the branch A gave it and the call completes through B.
+/// Had A sent its 100 at once, the carrier would have stopped
+/// retransmitting and the call would have hung until the carrier gave up.
+#[test]
+fn an_invite_whose_host_died_before_the_edge_answered_completes_through_the_peer() {
+    let mut a = host(0xa, b"pair secret");
+    let mut b = host(0xb, b"pair secret");
+    let (mut sa, mut sb) = sessions();
+    let invite = invite("died", "z9hG4bK-died");
+    a.carrier_sends(&invite);
+    let via_a = branch_of(&a.one_to(edge_addr(0)));
+    sync(&mut a, &mut b, &mut sa, &mut sb);
+    // A dies here: the carrier got nothing and retransmits to the VIP.
+    b.carrier_sends(&invite);
+    let fwd = b.one_to(edge_addr(0));
+    assert_eq!(branch_of(&fwd), via_a, "the Edge sees one transaction");
+    b.edge_sends(0, reply(&fwd, 180, "e"));
+    assert_eq!(b.one_to(addr(CARRIER)).status(), Some(180));
+    b.edge_sends(0, reply(&fwd, 200, "e"));
+    assert_eq!(b.one_to(addr(CARRIER)).status(), Some(200));
+}

@@ -180,7 +180,11 @@ mod found {
         sim.carrier_sends(invite("hang", "z9hG4bK-hang-1"));
         let inv = sim.take().pop().expect("the INVITE").1;
         sim.edge_sends(0, reply(&inv, 100, "e"));
-        sim.nothing_sent();
+        assert_eq!(
+            sim.take().pop().map(|m| m.1.status()),
+            Some(Some(100)),
+            "the Edge's 100 releases ours"
+        );
         // The Edge dies. Timer C (181 s), then Timer B on the CANCEL's
         // behalf (32 s), must end the call with a final answer.
         sim.advance(Duration::from_secs(181 + 33));
@@ -206,7 +210,7 @@ mod found {
         let mut sim = Sim::new(&[1, 2]);
         sim.carrier_sends(invite("stale", "z9hG4bK-stale-1"));
         let out = sim.take();
-        assert_eq!(out[1].0, edge_addr(0));
+        assert_eq!(out[0].0, edge_addr(0));
         // EDGE-2 is found dead (by the worker that probes) while EDGE-1
         // says nothing.
         sim.core.set_edge_health(1, false);

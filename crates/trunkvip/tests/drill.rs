@@ -16,6 +16,8 @@
 //! 5. Split brain: VRRP blocked between the hosts, both Active, calls
 //!    through either; unblocked: one holder within about an advert
 //!    interval, the carrier's neighbour entry on it.
+//! 6. Host A's link cut 5 s in, what A sent the Edges in the last 100 ms
+//!    lost on the way: no failed call.
 //!
 //! Each prints one `DRILL` line of figures (`make drill` shows them; the
 //! table is in BENCHMARKS.md). Root only; they skip loudly without it.
@@ -587,6 +589,73 @@ fn drill_5_split_brain() {
 }
 
 /// The trace readers the drills count with.
+/// How long before A's link is cut the Edges lose what A sends them.
+const IN_FLIGHT: Duration = Duration::from_millis(100);
+
+/// Drill 6: host A dies with INVITEs on their way to the Edges. For
+/// [`IN_FLIGHT`] before A's link is cut, the Edges drop what arrives from
+/// the VIP, as if the last INVITEs A forwarded were lost with it (drill 2
+/// hits this window by chance, one call in some runs). A 100 sent to the
+/// carrier for those calls would stop its retransmissions and strand them;
+/// unanswered, the carrier retransmits them to B once it holds the VIP.
+#[test]
+fn drill_6_host_failure_with_invites_in_flight() {
+    let Some(_lock) = lab_lock("drill_6_host_failure_with_invites_in_flight") else {
+        return;
+    };
+    let (mut lab, _) = drill_pair(false);
+    let pinger = lab.pinger(CARRIER);
+    let uac = start_calls(&mut lab, "uac-6", Duration::ZERO);
+    sleep_until(&uac, event_at());
+    let lost_from = epoch();
+    for e in [EDGE1, EDGE2] {
+        lab.drop_from_vip(e, true);
+    }
+    std::thread::sleep(IN_FLIGHT);
+    lab.cut(A);
+    let cut_at = epoch();
+    for e in [EDGE1, EDGE2] {
+        lab.drop_from_vip(e, false);
+    }
+    let took = wait_for(Duration::from_secs(5), Duration::from_millis(5), || {
+        lab.holds(B)
+    });
+    let calls = lab.finish(uac);
+    let ping = pinger.stop();
+    let per = calls.per_call();
+    let in_window: Vec<_> = per
+        .calls
+        .iter()
+        .filter(|c| c.invite_at >= lost_from && c.invite_at < cut_at)
+        .collect();
+    let saved = in_window.iter().filter(|c| c.setup.is_some()).count();
+    figures(
+        "drill 6 host failure with INVITEs in flight",
+        &calls,
+        &per,
+        ping.outage(),
+        lab.holder(),
+        &format!(
+            "the Edges dropped what came from the VIP for {:.0} ms, then A's link was cut \
+             {:.1} s in; B holds the VIP {} after the cut; {} calls placed in that window, \
+             {saved} of them answered (longest setup {}); failed calls relative to the cut: {}",
+            (cut_at - lost_from) * 1000.0,
+            event_at().as_secs_f64(),
+            ms_or_none(took),
+            in_window.len(),
+            ms_or_none(per.longest_setup(lost_from, cut_at)),
+            failed_timing(&per, cut_at),
+        ),
+    );
+    assert!(took.is_some(), "B never took the VIP");
+    assert!(
+        !in_window.is_empty(),
+        "no call was placed while the Edges dropped A's messages"
+    );
+    assert_complete(&calls, &per, &lab);
+    assert!(calls.all_good(total()), "{calls:?}");
+}
+
 #[test]
 fn shortmsg_and_per_call_parse() {
     use common::lab::{per_call_from, read_shortmsg, EdgeCalls};

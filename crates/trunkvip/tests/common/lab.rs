@@ -21,7 +21,8 @@
 //! when the test fails. Lab tests need root and skip
 //! loudly without it (CI runs as root); [`lab_lock`] runs them one at a
 //! time (they measure time). `LAB_KEEP=1` keeps each lab's files (logs,
-//! SIPp traces) and prints where.
+//! SIPp traces) and prints where; `LAB_TRUNKVIP=<path>` runs that build of
+//! the daemon on both hosts instead of this one.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -538,10 +539,13 @@ secret_file = "{secret}"
         let path = self.path(&format!("trunkvip-{}.toml", host.name));
         std::fs::write(&path, self.config(host)).expect("config");
         let path = path.display().to_string();
+        // Another build of the daemon (an older one, to measure it on the
+        // same drill), or this one.
+        let bin = std::env::var("LAB_TRUNKVIP").unwrap_or_else(|_| TRUNKVIP.to_owned());
         self.spawn(
             host,
             &format!("trunkvip-{}", host.name),
-            TRUNKVIP,
+            &bin,
             &["run", "--config", &path],
         )
     }
@@ -682,41 +686,41 @@ secret_file = "{secret}"
     }
 
     /// Drops (or lets through again) every VRRP datagram (IP protocol
-    /// 112) arriving on `host`'s eth0, and nothing else: a policy-routing
-    /// rule ahead of the local table, so the kernel never hands it to the
-    /// raw socket. Uses iproute2 only (no nftables in CI).
+    /// 112) arriving on `host`'s eth0, and nothing else, so the kernel
+    /// never hands it to the raw socket.
     pub fn block_vrrp(&self, host: Host, on: bool) {
+        self.drop_arriving(host, "10", &["ipproto", "112"], on);
+    }
+
+    /// Drops (or lets through again) everything arriving on `host`'s eth0
+    /// from the VIP: what the VIP's holder sends is lost on its way.
+    pub fn drop_from_vip(&self, host: Host, on: bool) {
+        self.drop_arriving(host, "11", &["from", VIP], on);
+    }
+
+    /// A blackhole policy-routing rule at `pref`, ahead of the local table,
+    /// for what arrives on eth0 and matches `selector` (`ip rule` terms).
+    /// Uses iproute2 only (no nftables in CI, no netem in its kernel).
+    fn drop_arriving(&self, host: Host, pref: &str, selector: &[&str], on: bool) {
         let ns = self.ns(host.name);
-        if on {
-            // The local table's rule is at 0; move it behind ours.
-            if run_quiet("ip", &["-n", &ns, "rule", "show", "pref", "100"])
-                .is_none_or(|s| s.trim().is_empty())
-            {
-                run(
-                    "ip",
-                    &["-n", &ns, "rule", "add", "pref", "100", "lookup", "local"],
-                );
-                run("ip", &["-n", &ns, "rule", "del", "pref", "0"]);
-            }
+        if !on {
+            run("ip", &["-n", &ns, "rule", "del", "pref", pref]);
+            return;
+        }
+        // The local table's rule is at 0; move it behind ours.
+        if run_quiet("ip", &["-n", &ns, "rule", "show", "pref", "100"])
+            .is_none_or(|s| s.trim().is_empty())
+        {
             run(
                 "ip",
-                &[
-                    "-n",
-                    &ns,
-                    "rule",
-                    "add",
-                    "pref",
-                    "10",
-                    "iif",
-                    "eth0",
-                    "ipproto",
-                    "112",
-                    "blackhole",
-                ],
+                &["-n", &ns, "rule", "add", "pref", "100", "lookup", "local"],
             );
-        } else {
-            run("ip", &["-n", &ns, "rule", "del", "pref", "10"]);
+            run("ip", &["-n", &ns, "rule", "del", "pref", "0"]);
         }
+        let mut args = vec!["-n", &ns, "rule", "add", "pref", pref, "iif", "eth0"];
+        args.extend_from_slice(selector);
+        args.push("blackhole");
+        run("ip", &args);
     }
 
     /// Waits until A is Active and holds the VIP, B is Backup and does
