@@ -180,6 +180,13 @@ impl Core {
         self.proxy.drain();
     }
 
+    /// Whether this host holds the VIP (true without `[vip]`, and until
+    /// told otherwise). While it does not, transactions left from when it
+    /// did run out without failing over, and nothing goes to the peer.
+    pub fn set_serving(&mut self, serving: bool) {
+        self.proxy.set_serving(serving);
+    }
+
     /// Transactions still waiting for a final answer: what a graceful
     /// stop waits for.
     pub fn in_flight(&self) -> usize {

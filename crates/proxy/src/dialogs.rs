@@ -48,6 +48,10 @@ pub(crate) struct DialogTable {
     /// Changes for the peer host, when there is a pair.
     feed: Option<VecDeque<SyncRecord>>,
     resync: bool,
+    /// False while this host does not hold the VIP: what it changes then
+    /// comes from transactions stranded by the move, and the peer (now
+    /// holding it) knows better.
+    publishing: bool,
 }
 
 /// A Call-ID with its key: hashed once for all the lookups of a message.
@@ -74,6 +78,7 @@ impl DialogTable {
             per_edge: vec![0; edges],
             feed: sync.then(VecDeque::new),
             resync: false,
+            publishing: true,
         }
     }
 
@@ -112,8 +117,12 @@ impl DialogTable {
         }
     }
 
+    pub(crate) fn set_publishing(&mut self, on: bool) {
+        self.publishing = on;
+    }
+
     fn publish(&mut self, now: Instant, key: u64, call_id: &[u8]) {
-        let Some(feed) = self.feed.as_mut() else {
+        let Some(feed) = self.feed.as_mut().filter(|_| self.publishing) else {
             return;
         };
         if self.resync {

@@ -470,6 +470,8 @@ pub(crate) struct Proxy {
     pub(crate) events: VecDeque<Event>,
     pub(crate) metrics: Metrics,
     draining: bool,
+    /// See [`Proxy::set_serving`].
+    serving: bool,
     our_ips: Vec<IpAddr>,
     /// Our service addresses as our Vias write them, to find those cheaply.
     our_via_hosts: Vec<memchr::memmem::Finder<'static>>,
@@ -659,6 +661,7 @@ impl Proxy {
             events: VecDeque::new(),
             metrics: Metrics::default(),
             draining: false,
+            serving: true,
             our_ips,
             our_via_hosts,
             to_tag: format!("tv{:x}", cfg.instance),
@@ -694,6 +697,16 @@ impl Proxy {
 
     pub(crate) fn drain(&mut self) {
         self.draining = true;
+    }
+
+    /// Whether this host holds the VIP (always, without one). A host that
+    /// lost it still finishes what it has, but the Edges' answers now go to
+    /// the peer: silence from an Edge says nothing, so no failover, no Edge
+    /// failure, and no dialog change for the peer, which would otherwise
+    /// move a call that rings on one Edge to another.
+    pub(crate) fn set_serving(&mut self, serving: bool) {
+        self.serving = serving;
+        self.dialogs.set_publishing(serving);
     }
 
     /// Transactions still waiting for a final answer (lingering ones that
@@ -1243,6 +1256,17 @@ impl Proxy {
         let call = self.dialogs.call(f.call_id);
         // Looked up once, for this and for routing.
         let dialog = self.dialogs.get(call).copied();
+        if method == Method::Invite
+            && f.to_tag.is_none()
+            && dialog.is_some_and(|d| d.state == DialogState::Confirmed)
+        {
+            // The INVITE of a call that is up, without a transaction here:
+            // a retransmission that crossed the 2xx (after a takeover, the
+            // peer's). The Edge has answered it; sent again, it would only
+            // confuse it.
+            self.metrics.retransmissions_absorbed += 1;
+            return;
+        }
         let known_dialog = f.to_tag.is_some() && dialog.is_some();
         if from_edge.is_none() && !known_dialog {
             match self.limiter.check(now, incoming.source.ip()) {
@@ -1507,15 +1531,23 @@ impl Proxy {
                 }
             };
         }
-        // A new INVITE whose Call-ID we know (re-sent with a new branch)
-        // keeps its Edge while that Edge is healthy.
+        // A new INVITE whose Call-ID we know keeps its Edge: re-sent with a
+        // new branch, or a retransmission reaching the peer host after a
+        // takeover. That Edge may hold this very INVITE, so even when we
+        // believe it down it is tried first (silence fails over): another
+        // Edge would ring the same call twice.
         if let Some(d) = dialog {
-            if d.state != DialogState::Ended
-                && !d.from_edge
-                && from_edge.is_none()
-                && self.edges.edges[d.edge as usize].healthy
-            {
-                return Ok((Hop::Edge(d.edge), Candidates::default(), true));
+            if d.state != DialogState::Ended && !d.from_edge && from_edge.is_none() {
+                let bound = d.edge;
+                if self.edges.edges[bound as usize].healthy {
+                    return Ok((Hop::Edge(bound), Candidates::default(), true));
+                }
+                let mut c = std::mem::take(&mut self.edge_order);
+                self.edges.candidates_into(call_id, &mut c);
+                let rest = c.iter().map(|x| x.2).filter(|&e| e != bound);
+                let rest = Candidates::collect(false, rest.collect::<Vec<_>>().into_iter());
+                self.edge_order = c;
+                return Ok((Hop::Edge(bound), rest, true));
             }
         }
         if self.draining {
@@ -2142,7 +2174,7 @@ impl Proxy {
             // Not our transaction: maybe one of the peer host's, in flight
             // when it died. Forward it statelessly by its Via.
             if self.is_our_sent_by(f.via.ip, f.via.port) {
-                return self.forward_stateless_response(msg, &f);
+                return self.forward_stateless_response(now, msg, &f);
             }
             self.metrics.drop(DropReason::Unmatched);
             return;
@@ -2153,7 +2185,7 @@ impl Proxy {
             // Either way it goes on by its Via; the carrier's transaction
             // absorbs what it has seen.
             if self.is_our_sent_by(f.via.ip, f.via.port) {
-                return self.forward_stateless_response(msg, &f);
+                return self.forward_stateless_response(now, msg, &f);
             }
             self.metrics.retransmissions_absorbed += 1;
             return;
@@ -2172,7 +2204,7 @@ impl Proxy {
         self.client_response(now, id, msg, &f, code);
     }
 
-    fn forward_stateless_response(&mut self, msg: &Message, f: &Facts<'_>) {
+    fn forward_stateless_response(&mut self, now: Instant, msg: &Message, f: &Facts<'_>) {
         let Some(Ok(next)) = msg.vias().nth(1) else {
             self.metrics.drop(DropReason::BadNextHop);
             return;
@@ -2182,6 +2214,11 @@ impl Proxy {
             return;
         };
         let transport = Transport::from_param(next.transport).unwrap_or(Transport::Udp);
+        if f.cseq.method == Method::Invite && msg.status().is_some_and(|c| (200..300).contains(&c))
+        {
+            // The call is up: the INVITE's retransmissions are absorbed.
+            self.dialogs.confirm(now, f.call_id);
+        }
         let payload = without_top_via(msg, f.via.raw);
         self.send(dest, transport, None, payload);
     }
@@ -2262,7 +2299,12 @@ impl Proxy {
             return;
         };
         // 503 on a new dialog: the next Edge, if any.
-        if code == 503 && t.new_dialog && !s.cancelled && s.state == SState::Proceeding {
+        if code == 503
+            && t.new_dialog
+            && !s.cancelled
+            && s.state == SState::Proceeding
+            && self.serving
+        {
             if let Hop::Edge(e) = hop {
                 self.events
                     .push_back(Event::EdgeFailure { edge: e as usize });
@@ -2478,6 +2520,10 @@ impl Proxy {
     fn branch_failed(&mut self, now: Instant, id: usize) {
         let t = &mut self.txns[id];
         t.armed.clear(TimerKind::Failover);
+        if !self.serving {
+            // Its answers go to the VIP's new holder: let it run out.
+            return;
+        }
         let invite = t.method == Method::Invite;
         let Some(hop) = t.client.as_ref().map(|c| c.hop) else {
             return;
@@ -2625,13 +2671,13 @@ impl Proxy {
                     return;
                 }
                 if let Hop::Edge(e) = c.hop {
-                    if !c.got_provisional {
+                    if !c.got_provisional && self.serving {
                         self.events
                             .push_back(Event::EdgeFailure { edge: e as usize });
                     }
                 }
                 let cancelled = s.cancelled;
-                if t.new_dialog && !cancelled && !s.candidates.is_empty() {
+                if t.new_dialog && !cancelled && !s.candidates.is_empty() && self.serving {
                     self.metrics.failovers += 1;
                     self.forward_next(now, id, None, None);
                     return;

@@ -215,3 +215,113 @@ fn an_invite_whose_host_died_before_the_edge_answered_completes_through_the_peer
     b.edge_sends(0, reply(&fwd, 200, "e"));
     assert_eq!(b.one_to(addr(CARRIER)).status(), Some(200));
 }
+
+/// After a takeover the carrier's retransmission of an INVITE that host A
+/// forwarded reaches B. B goes to the Edge A chose, with A's branch, even
+/// if B believes that Edge down: it may be ringing this very call, and
+/// another Edge would ring it a second time. Only silence moves it on.
+#[test]
+fn a_retransmitted_invite_at_the_peer_keeps_its_edge_even_one_believed_down() {
+    let mut a = host(0xa, b"pair secret");
+    let mut b = host(0xb, b"pair secret");
+    let (mut sa, mut sb) = sessions();
+    let first = invite("fork", "z9hG4bK-fork");
+    a.carrier_sends(&first);
+    let via_a = branch_of(&a.one_to(edge_addr(0)));
+    sync(&mut a, &mut b, &mut sa, &mut sb);
+    b.core.set_edge_health(0, false);
+    b.carrier_sends(&first);
+    let fwd = b.one_to(edge_addr(0));
+    assert_eq!(branch_of(&fwd), via_a, "a retransmission to the Edge");
+    b.edge_sends(0, reply(&fwd, 200, "e"));
+    assert_eq!(b.one_to(addr(CARRIER)).status(), Some(200));
+
+    // Edge 1 really is gone: after failover_after of silence, Edge 2.
+    let second = invite("gone", "z9hG4bK-gone");
+    a.carrier_sends(&second);
+    a.one_to(edge_addr(0));
+    sync(&mut a, &mut b, &mut sa, &mut sb);
+    b.carrier_sends(&second);
+    b.one_to(edge_addr(0));
+    b.advance(Duration::from_millis(251));
+    let out = b.take();
+    assert!(
+        out.iter()
+            .any(|(to, m)| *to == edge_addr(1) && m.method() == Some(Method::Invite)),
+        "{out:?}"
+    );
+}
+
+/// Host A gave the VIP up (a graceful stop) with an INVITE in flight: the
+/// Edge's answers to it now reach B. A's silence is no Edge failure, so A
+/// neither fails over to Edge 2 nor tells B anything about the call:
+/// before, A moved the dialog to Edge 2 and synced that, and B sent the
+/// carrier's retransmission there, ringing the call on both Edges.
+#[test]
+fn a_host_that_lost_the_vip_neither_fails_over_nor_syncs() {
+    let mut a = host(0xa, b"pair secret");
+    let mut b = host(0xb, b"pair secret");
+    let (mut sa, mut sb) = sessions();
+    let inv = invite("stranded", "z9hG4bK-stranded");
+    a.carrier_sends(&inv);
+    let via_a = branch_of(&a.one_to(edge_addr(0)));
+    assert!(
+        sync(&mut a, &mut b, &mut sa, &mut sb) >= 1,
+        "bound to Edge 1"
+    );
+    a.core.set_serving(false);
+    a.advance(Duration::from_millis(300));
+    let out = a.take();
+    assert!(
+        out.iter().all(|(to, _)| *to != edge_addr(1)),
+        "A failed over: {out:?}"
+    );
+    assert!(
+        !a.events
+            .iter()
+            .any(|e| matches!(e, trunkvip_proxy::Event::EdgeFailure { .. })),
+        "{:?}",
+        a.events
+    );
+    a.advance(Duration::from_secs(40));
+    a.take();
+    assert_eq!(
+        sync(&mut a, &mut b, &mut sa, &mut sb),
+        0,
+        "nothing for B from a host without the VIP"
+    );
+    // The carrier's retransmission through B reaches Edge 1, on A's branch.
+    b.carrier_sends(&inv);
+    let fwd = b.one_to(edge_addr(0));
+    assert_eq!(branch_of(&fwd), via_a);
+    // Serving again (the VIP came back): failover as usual.
+    a.core.set_serving(true);
+    a.carrier_sends(invite("back", "z9hG4bK-back"));
+    a.one_to(edge_addr(0));
+    a.advance(Duration::from_millis(251));
+    assert!(a
+        .take()
+        .iter()
+        .any(|(to, m)| *to == edge_addr(1) && m.method() == Some(Method::Invite)));
+}
+
+/// After a takeover the Edge's 200 to host A's INVITE reaches B, which
+/// relays it by its Via; the carrier's retransmission of that INVITE,
+/// crossing the 200, is absorbed rather than sent to the Edge again.
+#[test]
+fn an_invite_retransmission_crossing_the_relayed_200_is_absorbed() {
+    let mut a = host(0xa, b"pair secret");
+    let mut b = host(0xb, b"pair secret");
+    let (mut sa, mut sb) = sessions();
+    let inv = invite("crossed", "z9hG4bK-crossed");
+    a.carrier_sends(&inv);
+    let fwd = a.one_to(edge_addr(0));
+    sync(&mut a, &mut b, &mut sa, &mut sb);
+    b.edge_sends(0, reply(&fwd, 200, "e"));
+    assert_eq!(b.one_to(addr(CARRIER)).status(), Some(200));
+    b.carrier_sends(&inv);
+    b.nothing_sent();
+    b.advance(Duration::from_millis(300));
+    b.nothing_sent();
+    assert_eq!(b.core.metrics().retransmissions_absorbed, 1);
+}

@@ -219,7 +219,9 @@ pub async fn start(config: Config) -> Result<Daemon, String> {
     // Last, once everything is bound (the listeners with IP_FREEBIND, so
     // a Backup listens on the VIP too): from here on this host may hold it.
     if let Some(v) = &config.vip {
-        crate::vip::start(v, config.host_address).await?;
+        crate::vip::start(v, config.host_address)
+            .await?
+            .follow_holder(transports.clone());
     }
     crate::systemd::spawn_watchdog(transports.clone());
 
@@ -261,6 +263,12 @@ impl Daemon {
         // The VIP first (priority 0, then removed): the peer takes new
         // calls at once while this host finishes what it has.
         crate::vip::resign().await;
+        if crate::vip::get().is_some() {
+            // Also told by the VIP watcher; here it is certain before the
+            // drain starts.
+            self.transports
+                .broadcast(None, || worker::Control::Serving(false));
+        }
         tokio::select! {
             _ = self.drain() => {}
             _ = int.recv() => info!("interrupted again: quitting"),

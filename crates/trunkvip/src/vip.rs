@@ -214,6 +214,32 @@ pub async fn start(settings: &Settings, host_address: IpAddr) -> Result<&'static
 
 static RESIGNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+impl Vip {
+    /// Tells the workers each time this host takes or loses the VIP
+    /// ([`trunkvip_proxy::Core::set_serving`]): one that lost it lets the
+    /// transactions it still has run out, without failing over or telling
+    /// the peer, since the Edges' answers to them now reach the peer.
+    /// Cores start serving, so only a loss changes anything.
+    pub fn follow_holder(&'static self, transports: std::sync::Arc<crate::transport::Transports>) {
+        let mut status = self.handle.subscribe();
+        tokio::spawn(async move {
+            let mut held = false;
+            loop {
+                let holds = status.borrow_and_update().holds_vip;
+                if holds != held {
+                    transports.broadcast(None, || crate::worker::Control::Serving(holds));
+                    held = holds;
+                }
+                if status.changed().await.is_err() {
+                    break;
+                }
+            }
+            // The runner stopped (resign): the address is gone.
+            transports.broadcast(None, || crate::worker::Control::Serving(false));
+        });
+    }
+}
+
 /// Gives the VIP up at once (priority-0 advert when Active, then the
 /// address removed) and waits, at most [`RESIGN_LIMIT`], for the runner to
 /// finish. Nothing to do without `[vip]`.

@@ -74,6 +74,8 @@ pub enum Control {
     EdgeFailure(usize),
     /// Stop taking new dialogs (SIGTERM).
     Drain,
+    /// This host took or lost the VIP ([`Core::set_serving`]).
+    Serving(bool),
     Snapshot(oneshot::Sender<Snapshot>),
     /// A record from the peer host of the pair.
     Sync(trunkvip_proxy::pair::SyncRecord),
@@ -550,6 +552,7 @@ fn control(index: usize, core: &mut Core, c: Control) {
             debug!(worker = index, "draining");
             core.drain(now());
         }
+        Control::Serving(on) => core.set_serving(on),
         Control::Sync(r) => core.apply_sync(now(), &r),
         Control::Carriers(list) => {
             if let Err(e) = core.set_carriers(list) {

@@ -18,6 +18,9 @@
 //!    interval, the carrier's neighbour entry on it.
 //! 6. Host A's link cut 5 s in, what A sent the Edges in the last 100 ms
 //!    lost on the way: no failed call.
+//! 7. SIGTERM to host A 5 s in, the Edges' answers lost on their way to A
+//!    for the last 50 ms: no call on Edge 2, no failed call placed
+//!    outside those 50 ms.
 //!
 //! Each prints one `DRILL` line of figures (`make drill` shows them; the
 //! table is in BENCHMARKS.md). Root only; they skip loudly without it.
@@ -29,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use common::lab::{
     epoch, lab_lock, ms, pair_with, report, wait_for, Calls, Lab, PerCall, Uac, UacOptions, A, B,
-    CARRIER, DEPLOY_HEALTH, EDGE1, EDGE2, SIPP_T1,
+    CARRIER, DEPLOY_HEALTH, EDGE1, EDGE2, SIPP_T1, VIP,
 };
 
 const RATE: u32 = 200;
@@ -609,13 +612,13 @@ fn drill_6_host_failure_with_invites_in_flight() {
     sleep_until(&uac, event_at());
     let lost_from = epoch();
     for e in [EDGE1, EDGE2] {
-        lab.drop_from_vip(e, true);
+        lab.drop_from(e, VIP, true);
     }
     std::thread::sleep(IN_FLIGHT);
     lab.cut(A);
     let cut_at = epoch();
     for e in [EDGE1, EDGE2] {
-        lab.drop_from_vip(e, false);
+        lab.drop_from(e, VIP, false);
     }
     let took = wait_for(Duration::from_secs(5), Duration::from_millis(5), || {
         lab.holds(B)
@@ -654,6 +657,85 @@ fn drill_6_host_failure_with_invites_in_flight() {
     );
     assert_complete(&calls, &per, &lab);
     assert!(calls.all_good(total()), "{calls:?}");
+}
+
+/// How long before the SIGTERM the Edges' answers stop reaching A.
+const ANSWERS_LOST: Duration = Duration::from_millis(50);
+
+/// Both Edges, as one prefix for `ip rule` (198.51.100.21 and .22).
+const EDGES: &str = "198.51.100.20/30";
+
+/// Drill 7: SIGTERM to host A just after the Edges' answers stopped
+/// reaching it ([`ANSWERS_LOST`]): the INVITEs A forwarded last hear
+/// nothing, and their answers go to B once it holds the VIP. A's silence
+/// from the Edges is no Edge failure: were A to fail those calls over (and
+/// tell B), B would send the carrier's retransmission to Edge 2 while Edge
+/// 1 already rings the call (drill 3 hits this by chance, one call in some
+/// runs). No call may ring on Edge 2, and no call placed outside the window
+/// may fail. Calls of the window may: the carrier's INVITE retransmission
+/// and Edge 1's 200 retransmission cross at B, which cannot know the Edge
+/// answered and forwards the INVITE; SIPp's uas then drops its call (a UAS
+/// in RFC 6026's Accepted state absorbs it).
+#[test]
+fn drill_7_graceful_stop_with_answers_lost() {
+    let Some(_lock) = lab_lock("drill_7_graceful_stop_with_answers_lost") else {
+        return;
+    };
+    let (mut lab, a) = drill_pair(true);
+    let pinger = lab.pinger(CARRIER);
+    let uac = start_calls(&mut lab, "uac-7", Duration::ZERO);
+    sleep_until(&uac, event_at() - ANSWERS_LOST);
+    let lost_from = epoch();
+    lab.drop_from(A, EDGES, true);
+    std::thread::sleep(ANSWERS_LOST);
+    lab.procs[a].signal("TERM");
+    let term_at = epoch();
+    let took = wait_for(Duration::from_secs(5), Duration::from_millis(5), || {
+        lab.holds(B) && !lab.holds(A)
+    });
+    // A's failover timers (failover_after) have run by now.
+    std::thread::sleep(FAILOVER_AFTER * 2);
+    lab.drop_from(A, EDGES, false);
+    let calls = lab.finish(uac);
+    let ping = pinger.stop();
+    let per = calls.per_call();
+    let in_window = per
+        .calls
+        .iter()
+        .filter(|c| c.invite_at >= lost_from && c.invite_at < term_at)
+        .count();
+    let failed_outside =
+        per.failed_since(term_at) + per.failed_ids.len() - per.failed_since(lost_from);
+    let on_e2 = lab
+        .edge_calls(EDGE2)
+        .calls
+        .values()
+        .filter(|c| c.invite_at.is_some())
+        .count();
+    figures(
+        "drill 7 graceful stop with answers lost",
+        &calls,
+        &per,
+        ping.outage(),
+        lab.holder(),
+        &format!(
+            "the Edges' answers stopped reaching A {:.0} ms before SIGTERM to A, {:.1} s in; \
+             {in_window} calls placed in that window; B alone holds the VIP {} after the \
+             signal; calls that reached Edge 2: {on_e2}; failed calls relative to the signal: {}",
+            (term_at - lost_from) * 1000.0,
+            event_at().as_secs_f64(),
+            ms_or_none(took),
+            failed_timing(&per, term_at),
+        ),
+    );
+    assert!(took.is_some(), "B never took the VIP alone");
+    assert!(in_window > 0, "no call was placed while A heard nothing");
+    assert_complete(&calls, &per, &lab);
+    assert_eq!(on_e2, 0, "calls rang on Edge 2 while Edge 1 was up");
+    assert_eq!(
+        failed_outside, 0,
+        "failed calls placed outside the window: {calls:?}"
+    );
 }
 
 #[test]

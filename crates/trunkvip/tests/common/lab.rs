@@ -21,8 +21,10 @@
 //! when the test fails. Lab tests need root and skip
 //! loudly without it (CI runs as root); [`lab_lock`] runs them one at a
 //! time (they measure time). `LAB_KEEP=1` keeps each lab's files (logs,
-//! SIPp traces) and prints where; `LAB_TRUNKVIP=<path>` runs that build of
-//! the daemon on both hosts instead of this one.
+//! SIPp traces) and prints where; `LAB_PCAP=1` has each host record the
+//! SIP messages it sends and receives there (its `[debug] pcap`);
+//! `LAB_TRUNKVIP=<path>` runs that build of the daemon on both hosts
+//! instead of this one.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -515,7 +517,7 @@ announce_spacing = "50ms"
 [pair]
 peer = "{peer}:5099"
 secret_file = "{secret}"
-{extra}"#,
+{extra}{debug}"#,
             me = host.ip(),
             e1 = EDGE1.ip(),
             e2 = EDGE2.ip(),
@@ -524,6 +526,7 @@ secret_file = "{secret}"
             advert = self.advert,
             secret = secret.display(),
             extra = self.extra,
+            debug = self.debug_pcap(host),
             carrier_extra = self.carrier_extra,
             listen = self
                 .listen
@@ -532,6 +535,17 @@ secret_file = "{secret}"
                 .collect::<Vec<_>>()
                 .join(", "),
         )
+    }
+
+    /// With `LAB_PCAP=1`: each host's `[debug] pcap` in the lab's files,
+    /// every SIP message it sent or received (with `LAB_KEEP=1`, to read
+    /// after the test).
+    fn debug_pcap(&self, host: Host) -> String {
+        if std::env::var_os("LAB_PCAP").is_none() || self.extra.contains("[debug]") {
+            return String::new();
+        }
+        let path = self.path(&format!("trunkvip-{}.pcap", host.name));
+        format!("\n[debug]\npcap = {:?}\n", path.display().to_string())
     }
 
     /// Starts `trunkvip run` on host A or B.
@@ -693,9 +707,9 @@ secret_file = "{secret}"
     }
 
     /// Drops (or lets through again) everything arriving on `host`'s eth0
-    /// from the VIP: what the VIP's holder sends is lost on its way.
-    pub fn drop_from_vip(&self, host: Host, on: bool) {
-        self.drop_arriving(host, "11", &["from", VIP], on);
+    /// from `from` (an address or prefix): lost on its way.
+    pub fn drop_from(&self, host: Host, from: &str, on: bool) {
+        self.drop_arriving(host, "11", &["from", from], on);
     }
 
     /// A blackhole policy-routing rule at `pref`, ahead of the local table,
