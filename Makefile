@@ -95,7 +95,8 @@ bench-vip-soak: deps
 	$(CARGO) test --release -p trunkvip --test pair_lab -- --ignored --nocapture soak_no_false_takeover_under_load
 
 # Issue #6's pair drills in a namespace lab (root): Edge failure, Active
-# host failure, graceful stop, Edge recovery, split brain, each at 200
+# host failure, graceful stop, Edge recovery, split brain, host failure
+# with INVITEs in flight, graceful stop with answers lost, each at 200
 # calls/s for DRILL_SECONDS (default 20); one DRILL line of figures each.
 drill: deps
 	$(CARGO) test --release -p trunkvip --test drill -- --nocapture --test-threads=1 drill_
