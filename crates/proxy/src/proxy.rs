@@ -1543,9 +1543,9 @@ impl Proxy {
                     return Ok((Hop::Edge(bound), Candidates::default(), true));
                 }
                 let mut c = std::mem::take(&mut self.edge_order);
+                // The healthy ones: `bound` is not among them.
                 self.edges.candidates_into(call_id, &mut c);
-                let rest = c.iter().map(|x| x.2).filter(|&e| e != bound);
-                let rest = Candidates::collect(false, rest.collect::<Vec<_>>().into_iter());
+                let rest = Candidates::collect(false, c.iter().map(|x| x.2));
                 self.edge_order = c;
                 return Ok((Hop::Edge(bound), rest, true));
             }
